@@ -373,6 +373,22 @@ static bool server_answers(const char *conninfo)
     return PQpingParams(keys, values, 1) == PQPING_OK;
 }
 
+/*
+ * Whether libpq's words for a failed connection are PostgreSQL's for
+ * SQLSTATE 53300 (too_many_connections: max_connections, or a role's or a
+ * database's CONNECTION LIMIT, reached). The server answers then, but the
+ * login is not what is wrong: it is capacity, which a retry may find
+ * free. libpq keeps no SQLSTATE of a failed connection for its callers,
+ * so its English words are read; a server set to another language's
+ * messages is told as a refused login, its own words shown beside.
+ */
+static bool no_connection_free(const char *errmsg)
+{
+    return strstr(errmsg, "too many clients already") != NULL ||
+           strstr(errmsg, "too many connections for ") != NULL ||
+           strstr(errmsg, "connection slots are reserved") != NULL;
+}
+
 static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
 {
     db->kind = PGW_SQL_POSTGRES;
@@ -384,6 +400,12 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
         return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         set_url_errmsg(db, conninfo, PQerrorMessage(db->pg)); /* libpq read that */
+        if (no_connection_free(db->errmsg))
+            return pgw_err_set(err, PGW_EUNAVAILABLE,
+                               "%s: cannot connect: %s (the server has no connection free for "
+                               "this login: raise its max_connections, or the role's or the "
+                               "database's CONNECTION LIMIT, or run fewer gateways on it)",
+                               db->name, db->errmsg);
         if (server_answers(conninfo))
             return pgw_err_set(err, PGW_EINVAL,
                                "%s: cannot connect: %s (the server answers, but not to this "

@@ -288,6 +288,21 @@ def login_refused(cluster, db, config):
     out = subprocess.run([BIN, "verify", "--db", url], capture_output=True, text=True,
                          env=dict(os.environ, PGPASSWORD="right"), timeout=30)
     check(out.returncode == 0, f"verify with the right password: {out.stdout} {out.stderr}")
+    # Regression: a server with no connection free for the login (SQLSTATE
+    # 53300: max_connections, or a role's or database's CONNECTION LIMIT
+    # reached) answers, so it was told as a refused login, exit 2, "check
+    # the user ... and the password". It is capacity, which a retry may
+    # find free: exit 1, saying what to raise.
+    pg.psql(cluster.admin, "CREATE ROLE pgw_few LOGIN CONNECTION LIMIT 0")
+    few = db.replace("://pgw@", "://pgw_few@")
+    for args in (["verify"], ["expire", "--config", config],
+                 ["serve", "--config", config, "--listen", "127.0.0.1:0"]):
+        out = subprocess.run([BIN] + args + ["--db", few], capture_output=True, text=True,
+                             timeout=30)
+        check(out.returncode == 1 and "too many connections for role" in out.stderr and
+              "no connection free for this login" in out.stderr and
+              "check the user" not in out.stderr,
+              f"{args[0]} with no connection free: exit {out.returncode}: {out.stderr[-400:]}")
     check(sql_int(db, "SELECT count(*) FROM transfers") == before, "nothing was written")
 
 
