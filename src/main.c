@@ -25,6 +25,7 @@
 #include "server/report.h"
 #include "server/wechat.h"
 #include "util/redact.h"
+#include "util/path.h"
 #include "util/csv.h"
 #include "util/env.h"
 #include "util/http_client.h"
@@ -748,11 +749,9 @@ static void make_db_dir(const char *url, char *made)
     if (sqlite_file(url) == NULL)
         return;
     char dir[PGW_STORE_URL_MAX + 1];
-    snprintf(dir, sizeof(dir), "%s", sqlite_file(url));
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return;
-    *slash = '\0';
+    if (!pgw_path_folder(sqlite_file(url), dir, sizeof(dir)) || strcmp(dir, ".") == 0 ||
+        strcmp(dir, "/") == 0)
+        return; /* none to make */
     if (mkdir(dir, 0750) == 0)
         memcpy(made, dir, strlen(dir) + 1);
     else if (errno != EEXIST)
@@ -806,10 +805,7 @@ static bool whole_path(const char *path, char whole[PATH_MAX])
         return true;
     const char *slash = strrchr(path, '/');
     char dir[PATH_MAX];
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path) >=
-             (int)sizeof(dir))
+    if (!pgw_path_folder(path, dir, sizeof(dir)))
         return false;
     char real_dir[PATH_MAX];
     const char *name = slash ? slash + 1 : path;
@@ -1334,13 +1330,8 @@ static int resolve_db(const flag_set *flags, char *url, size_t cap)
 static bool may_write(const char *path)
 {
     char dir[PGW_STORE_URL_MAX + 1];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else
-        slash[slash == dir ? 1 : 0] = '\0';
-    return access(path, W_OK) == 0 && access(dir, W_OK | X_OK) == 0;
+    return access(path, W_OK) == 0 && pgw_path_folder(path, dir, sizeof(dir)) &&
+           access(dir, W_OK | X_OK) == 0;
 }
 
 /*

@@ -11,6 +11,7 @@
 #include "page_cache.h"
 #include "wal_vfs.h"
 #include "util/clock.h"
+#include "util/path.h"
 #include "util/redact.h"
 
 #include <libpq-fe.h>
@@ -173,14 +174,8 @@ static bool sqlite_duplicate_key(pgw_sql *db, int result)
 static bool folder_full(const char *path)
 {
     char dir[PGW_SQL_URL_MAX + 1];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else
-        slash[slash == dir] = '\0';
     struct statvfs vfs;
-    return statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0;
+    return pgw_path_folder(path, dir, sizeof(dir)) && statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0;
 }
 
 /*

@@ -51,6 +51,7 @@
 #include "core/notice.h"
 #include "core/text.h"
 #include "util/clock.h"
+#include "util/path.h"
 #include "util/csv.h"
 #include "sql.h"
 #include "wal_vfs.h"
@@ -2268,12 +2269,8 @@ static int check_folder_writable(pgw_store *s, pgw_err *err)
     if (is_postgres(s))
         return PGW_OK;
     char dir[sizeof(s->path)];
-    snprintf(dir, sizeof(dir), "%s", s->path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else
-        slash[slash == dir ? 1 : 0] = '\0';
+    bool fits = pgw_path_folder(s->path, dir, sizeof(dir));
+    PGW_ASSERT(fits); /* a folder is no longer than its path, "." than a name */
     if (access(dir, W_OK | X_OK) == 0)
         return PGW_OK;
     return pgw_err_set(err, PGW_ESTATE,

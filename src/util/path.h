@@ -1,0 +1,19 @@
+/*
+ * path.h - the folder a file path names, for the checks SQLite's files
+ * need (its -wal and -shm are made beside the database, so the folder
+ * must be writable, and have room).
+ */
+#ifndef PGW_UTIL_PATH_H
+#define PGW_UTIL_PATH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * The folder of `path` in `out` (cap bytes): what is before its last '/',
+ * "/" for a file at the root ("/x"), "." for a bare name ("x"). False,
+ * and `out` "", when it does not fit in cap.
+ */
+bool pgw_path_folder(const char *path, char *out, size_t cap);
+
+#endif
