@@ -21,21 +21,23 @@ static void unmap_ipv4(pgw_prefix *p)
     }
 }
 
+/* out->bytes holding an address of `len` bytes: the whole of it, as IPv4 when mapped. */
+static bool whole_address(pgw_prefix *out, uint8_t len)
+{
+    out->len = len;
+    out->bits = (uint8_t)(8 * len);
+    unmap_ipv4(out);
+    return true;
+}
+
 bool pgw_address_parse(const char *text, pgw_prefix *out)
 {
     memset(out, 0, sizeof(*out));
     if (strlen(text) > PGW_NETADDR_TEXT_MAX)
         return false;
-    if (inet_pton(AF_INET, text, out->bytes) == 1) {
-        out->len = 4;
-    } else if (inet_pton(AF_INET6, text, out->bytes) == 1) {
-        out->len = 16;
-    } else {
-        return false;
-    }
-    out->bits = (uint8_t)(8 * out->len);
-    unmap_ipv4(out);
-    return true;
+    if (inet_pton(AF_INET, text, out->bytes) == 1)
+        return whole_address(out, 4);
+    return inet_pton(AF_INET6, text, out->bytes) == 1 && whole_address(out, 16);
 }
 
 bool pgw_address_of_peer(int fd, pgw_prefix *out)
@@ -47,16 +49,12 @@ bool pgw_address_of_peer(int fd, pgw_prefix *out)
         return false;
     if (ss.ss_family == AF_INET) {
         memcpy(out->bytes, &((const struct sockaddr_in *)&ss)->sin_addr, 4);
-        out->len = 4;
-    } else if (ss.ss_family == AF_INET6) {
-        memcpy(out->bytes, &((const struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-        out->len = 16;
-    } else {
-        return false;
+        return whole_address(out, 4);
     }
-    out->bits = (uint8_t)(8 * out->len);
-    unmap_ipv4(out);
-    return true;
+    if (ss.ss_family != AF_INET6)
+        return false;
+    memcpy(out->bytes, &((const struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    return whole_address(out, 16);
 }
 
 /* Whether a's first `bits` bits are b's. */
