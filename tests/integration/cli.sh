@@ -2123,6 +2123,33 @@ fi
 rm -rf "$safe_dir"
 # --- end of data safety (s60B) ---
 
+# --- s61D: what a start refused for want of space leaves -------------------
+# SQLite makes an empty -wal and its -shm index at the first open, before
+# the index fails to grow; they are left (README: Exit codes says why
+# removing them is not safe). They must hold nothing: a -wal of 0 bytes,
+# the database as it was, and the next command that writes, with room
+# again, removes them. Under 0.5 s.
+if [ -z "${PGW_TEST_PG_DIR:-}" ]; then
+    room_dir=$(mktemp -d -p "$scratch")
+    printf 'card,phone,points\n77001,,100\n' >"$room_dir/one.csv"
+    expect_exit 0 "$bin" import-balances --shop S001 --file "$room_dir/one.csv" \
+        --db "sqlite:$room_dir/r.db" --config config/pointsgw.example.json
+    before=$(cksum <"$room_dir/r.db")
+    out=$(ulimit -f 16 && "$bin" serve --listen 127.0.0.1:0 --db "sqlite:$room_dir/r.db" \
+        --config config/pointsgw.example.json 2>&1)
+    got=$?
+    [ "$got" -eq 1 ] && pass || fail "serve at a file-size limit exited $got, wanted 1: $out"
+    expect_text "(a file would grow past this process's file-size limit)"
+    [ "$(cksum <"$room_dir/r.db")" = "$before" ] && pass ||
+        fail "a start refused for want of space changed the database"
+    [ ! -s "$room_dir/r.db-wal" ] && pass || fail "a refused start left a -wal with content"
+    expect_exit 0 "$bin" expire --db "sqlite:$room_dir/r.db" --config config/pointsgw.example.json
+    [ ! -e "$room_dir/r.db-wal" ] && [ ! -e "$room_dir/r.db-shm" ] && pass ||
+        fail "a command with room again left: $(cd "$room_dir" && ls -A)"
+    rm -rf "$room_dir"
+fi
+# --- end of s61D's block ---
+
 echo "$passes passed, $failures failed"
 [ -z "${PGW_TEST_TIMES:-}" ] || times_print
 [ "$failures" -eq 0 ]
