@@ -2452,7 +2452,6 @@ void pgw_store_close(pgw_store *s)
     free(s);
 }
 
-/* fsyncs the directory holding `path`, so a newly created file in it stays. */
 /* fsyncs what `path` names, opened with `flags` (O_DIRECTORY for a folder);
  * `named` is how a failure names it. */
 static int sync_path(const char *path, int flags, const char *named, pgw_err *err)
@@ -2468,12 +2467,14 @@ static int sync_path(const char *path, int flags, const char *named, pgw_err *er
     return PGW_OK;
 }
 
+/* fsyncs the directory holding `path`, so a newly created file in it stays. */
 static int sync_directory_of(const char *path, pgw_err *err)
 {
-    char copy[PGW_STORE_URL_MAX + 8], named[PGW_STORE_URL_MAX + 32];
-    snprintf(copy, sizeof(copy), "%s", path);
+    char dir[PGW_STORE_URL_MAX + 8], named[PGW_STORE_URL_MAX + 32];
+    if (!pgw_path_folder(path, dir, sizeof(dir)))
+        return pgw_err_set(err, PGW_ETOOLARGE, "%.64s...: the path is too long", path);
     snprintf(named, sizeof(named), "the directory of %s", path);
-    return sync_path(dirname(copy), O_DIRECTORY, named, err);
+    return sync_path(dir, O_DIRECTORY, named, err);
 }
 
 /* fsyncs the file at `path` (written by another connection's writes). */
