@@ -326,6 +326,12 @@ static void apply_batch(pgw_writer *w, size_t n)
     }
     int64_t pages = rc == PGW_OK ? pgw_store_wal_pages(w->store) : w->wal_pages;
     bool started_over = pages < w->wal_pages;
+    /* On SQLite a batch that wrote no page (replays; an expiry sweep that
+     * found nothing due) commits on a full disk too: it tells nothing of
+     * writes, so a failure stays as it was (it set /healthz ok and said
+     * "commits work again" while events still failed). A database
+     * server's commit answers for the server. */
+    bool wrote = rc != PGW_OK || pgw_store_is_remote(w->store) || pages != w->wal_pages;
     pthread_mutex_lock(&w->lock);
     w->wal_pages_added += started_over ? pages : pages - w->wal_pages;
     w->wal_pages = pages;
@@ -341,14 +347,17 @@ static void apply_batch(pgw_writer *w, size_t n)
         w->stats.last_transfer = last;
     w->stats.batches += rc == PGW_OK;
     w->stats.failed_batches += rc != PGW_OK;
-    w->commit_failed = began ? rc != PGW_OK : w->commit_failed;  /* a refused begin: as it was */
-    w->stats.last_batch_failed = rc != PGW_OK || w->sync_failed; /* a failed sync is final */
+    if (wrote) {
+        w->commit_failed = began ? rc != PGW_OK : w->commit_failed; /* a refused begin: as it was */
+        w->stats.last_batch_failed = rc != PGW_OK || w->sync_failed; /* a failed sync is final */
+    }
     w->stats.commands += n;
     w->stats.largest_batch = n > w->stats.largest_batch ? n : w->stats.largest_batch;
     if (rc == PGW_OK)
         observe(&w->stats, n, (uint64_t)pgw_monotonic_us() - started);
     pthread_mutex_unlock(&w->lock);
-    tell_commit(w, rc, n, &err);
+    if (wrote)
+        tell_commit(w, rc, n, &err);
 }
 
 /*

@@ -803,6 +803,18 @@ static void test_a_failed_commit_keeps_health_down_until_a_write(void **state)
     assert_true(health_down_within(w, true, 0));
     usleep(2500 * 1000); /* two idle pings, which a read answers */
     assert_true(health_down_within(w, true, 0));
+    /* A batch that writes nothing (serve's periodic prune finding nothing
+     * to prune) commits on a full disk: it says nothing of writes, yet it
+     * set health ok and wrote "commits work again" while the next event
+     * still failed (a probe of serve on a full tmpfs, the data-safety
+     * review). */
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.kind = PGW_COMMAND_PRUNE;
+    cmd.at = 1795486500;
+    rc = pgw_writer_run(w, &cmd, &err);
+    if (rc != PGW_OK)
+        fail_msg("a prune of nothing on a full disk: %s", err.msg);
+    assert_true(health_down_within(w, true, 0));
     /* A write refused at its begin meanwhile (the file moved aside, then
      * back) leaves it down: it cleared the latch (the review of 87436ff). */
     char aside[600];
