@@ -389,6 +389,13 @@ static int parse_tier(const json_t *obj, const char *path, const pgw_rules *rule
     if (rc == PGW_OK)
         rc = pgw_json_int(obj, "multiplier_bp", path, true, PGW_BP_ONE, PGW_MULTIPLIER_BP_MAX,
                           &tier->multiplier_bp, err);
+    /* A ladder: spending into a higher tier never earns less per yuan. */
+    if (rc == PGW_OK && index > 0 && tier->multiplier_bp < rules->tiers[index - 1].multiplier_bp)
+        rc = pgw_err_set(err, PGW_EINVAL,
+                         "%s.multiplier_bp: %lld is below the previous tier's %lld: a member "
+                         "would earn less after an upgrade",
+                         path, (long long)tier->multiplier_bp,
+                         (long long)rules->tiers[index - 1].multiplier_bp);
     return rc;
 }
 

@@ -1018,6 +1018,34 @@ static void test_long_path_keeps_the_reason(void **state)
     assert_int_equal((strstr(name, "...") - name - 5) % 3, 0);
 }
 
+/*
+ * Tiers are a ladder: a member who spends more to reach the next tier
+ * must not earn less there. A higher tier with a lower multiplier_bp
+ * (a typo: 1200 for 12000 cannot load, 11000 after 12000 can) would
+ * quietly cut the points of the mall's best customers on upgrade, so it
+ * is refused; an equal multiplier (a tier for its notice or its name
+ * alone) loads.
+ */
+static void test_tier_multipliers_never_decrease(void **state)
+{
+    (void)state;
+    static const edited_case cases[] = {
+        {{{"tiers.1", "{\"name\": \"gold\", \"min_spend_fen_12m\": 500000, "
+                      "\"multiplier_bp\": 12000}"},
+          {"tiers.2", "{\"name\": \"platinum\", \"min_spend_fen_12m\": 2000000, "
+                      "\"multiplier_bp\": 11000}"}},
+         "$.tiers[2].multiplier_bp: 11000 is below the previous tier's 12000: a member would "
+         "earn less after an upgrade"},
+        {{{"tiers.1", "{\"name\": \"gold\", \"min_spend_fen_12m\": 500000, "
+                      "\"multiplier_bp\": 10000}"}},
+         NULL},
+        {{{"tiers.0.multiplier_bp", "15000"},
+          {"tiers.1", "{\"name\": \"gold\", \"min_spend_fen_12m\": 1, \"multiplier_bp\": 14999}"}},
+         "$.tiers[1].multiplier_bp: 14999 is below the previous tier's 15000"},
+    };
+    check_edited(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1042,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_files_missing_and_too_large),
         cmocka_unit_test(test_changed_settings),
         cmocka_unit_test(test_long_path_keeps_the_reason),
+        cmocka_unit_test(test_tier_multipliers_never_decrease),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
