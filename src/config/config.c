@@ -670,6 +670,24 @@ static int check_bonus_within_cap(const char *path, const pgw_campaign *c, pgw_e
     return PGW_OK;
 }
 
+/*
+ * A challenge's bonus is paid by the shop of the purchase that first
+ * reaches the month's threshold. Counting purchases at other shops too
+ * (no filters, whole formats, several shops), that shop would pay for
+ * spend it never saw: a shop funds only a challenge of its own purchases.
+ */
+static int check_challenge_funder(const char *path, const pgw_campaign *c, pgw_err *err)
+{
+    if (c->kind != PGW_CAMPAIGN_CHALLENGE || c->funded_by != PGW_FUND_SHOP || c->n_shops == 1)
+        return PGW_OK;
+    return pgw_err_set(err, PGW_EINVAL,
+                       "%s.funded_by: a shop-funded challenge must list exactly one shop in "
+                       "\"shops\": the shop selling the purchase that "
+                       "reaches the threshold would pay for purchases at others; use "
+                       "\"funded_by\": \"mall\"",
+                       path);
+}
+
 static int parse_campaign(const json_t *obj, const char *path, const pgw_rules *rules,
                           pgw_campaign *c, pgw_err *err)
 {
@@ -709,6 +727,8 @@ static int parse_campaign(const json_t *obj, const char *path, const pgw_rules *
         rc = parse_campaign_kind(obj, path, c, err);
     if (rc == PGW_OK)
         rc = check_bonus_within_cap(path, c, err);
+    if (rc == PGW_OK)
+        rc = check_challenge_funder(path, c, err);
     return rc;
 }
 

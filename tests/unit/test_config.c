@@ -1046,6 +1046,40 @@ static void test_tier_multipliers_never_decrease(void **state)
     check_edited(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/*
+ * A challenge's bonus is paid on the purchase that first reaches the
+ * month's threshold, by that purchase's shop when funded_by is "shop".
+ * Without filters (or with several shops, or whole formats) the threshold
+ * counts purchases at other shops, and whichever shop happened to sell
+ * the last one would pay the whole bonus for spend it never saw: refused.
+ * A shop-funded challenge names its one shop; mall-funded ones may span
+ * the mall.
+ */
+static void test_shop_funded_challenge_names_its_shop(void **state)
+{
+    (void)state;
+    static const char *const refused =
+        "$.campaigns[3].funded_by: a shop-funded challenge must list exactly one shop in "
+        "\"shops\"";
+    static const edited_case cases[] = {
+        {{{"campaigns.3", CHALLENGE_WITH(", \"funded_by\": \"shop\"")}}, refused},
+        {{{"campaigns.3", CHALLENGE_WITH(", \"funded_by\": \"shop\", \"formats\": [\"retail\"]")}},
+         refused},
+        {{FNB_FORMAT,
+          FNB_SHOP,
+          {"campaigns.3",
+           CHALLENGE_WITH(", \"funded_by\": \"shop\", \"shops\": [\"S001\", \"S002\"]")}},
+         refused},
+        {{{"campaigns.3", CHALLENGE_WITH(", \"funded_by\": \"shop\", \"shops\": [\"S001\"]")}},
+         NULL},
+        {{{"campaigns.3", CHALLENGE_WITH(", \"funded_by\": \"mall\"")}}, NULL},
+        {{{"campaigns.3", CHALLENGE_WITH("")}}, NULL},
+        /* a multiplier's extra is on the purchase's own points: its shop may fund it */
+        {{{"campaigns.0.funded_by", "\"shop\""}}, NULL},
+    };
+    check_edited(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1071,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_changed_settings),
         cmocka_unit_test(test_long_path_keeps_the_reason),
         cmocka_unit_test(test_tier_multipliers_never_decrease),
+        cmocka_unit_test(test_shop_funded_challenge_names_its_shop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
