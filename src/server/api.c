@@ -4499,7 +4499,11 @@ static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
     otp_tell(api, job);
     if (job->otp_rc == PGW_ELIMITED) { /* (job_free wipes the code) */
         fail(resp, job->route, job->otp_rc, job->otp_message);
-        int64_t wait = job->otp_retry_at - wall_now_s();
+        /* From when it was asked, as every other limit's (pgw_api_finish): from
+         * the answer, a provider answering across a second's edge made the
+         * provider's 60 s 59. */
+        int64_t asked = job->cmd.asked_at > 0 ? job->cmd.asked_at : job->cmd.at;
+        int64_t wait = job->otp_retry_at - asked;
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
