@@ -4502,8 +4502,7 @@ static void finish_otp_issue(pgw_api *api, pgw_job *job, pgw_response *resp)
         /* From when it was asked, as every other limit's (pgw_api_finish): from
          * the answer, a provider answering across a second's edge made the
          * provider's 60 s 59. */
-        int64_t asked = job->cmd.asked_at > 0 ? job->cmd.asked_at : job->cmd.at;
-        int64_t wait = job->otp_retry_at - asked;
+        int64_t wait = job->otp_retry_at - pgw_command_asked_at(&job->cmd);
         resp->retry_after_s = wait < 1 ? 1 : wait > 86400 ? 86400 : (int)wait;
     } else if (job->otp_rc != PGW_OK) {
         fail_told(api, resp, job, job->route, job->otp_rc, job->otp_message, NULL);
@@ -5300,7 +5299,7 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
          * (422, a risk rule) and WeChat failing a login or a phone number.
          * From when it was asked: an event's `at` is its occurred_at. */
         bool waits = cmd->rc == PGW_ELIMITED || cmd->rc == PGW_ERISK || cmd->rc == PGW_EUNAVAILABLE;
-        int64_t asked = cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
+        int64_t asked = pgw_command_asked_at(cmd);
         if (waits && cmd->retry_at > asked)
             resp->retry_after_s = (int)pgw_min64(cmd->retry_at - asked, 86400);
     } else if (job->route == R_MP_LOGIN) {

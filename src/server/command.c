@@ -293,11 +293,11 @@ static int take_lots(pgw_store *store, const char *member, int64_t at, int64_t p
 }
 
 /* The clock for the state a command meets, holds due and lots expired:
- * when it is applied. An event's occurred_at (cmd->at) dates what it does
+ * when it is applied (command.h). An event's occurred_at (cmd->at) dates what it does
  * (its transfers' period, its lot's expiry); a backlog's refund must not
  * reverse points that expired since (the sweep may have moved them), nor
  * a till's fast clock release another till's hold before its deadline. */
-static int64_t state_at(const pgw_command *cmd)
+int64_t pgw_command_asked_at(const pgw_command *cmd)
 {
     return cmd->asked_at > 0 ? cmd->asked_at : cmd->at;
 }
@@ -434,7 +434,7 @@ static int credit_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
      * these points do, as if each had been released at its deadline (the
      * reference ledger's order). Only a member in debt pays the read. */
     if (rc == PGW_OK && debt > 0)
-        rc = expire_due_holds(store, policy, member, state_at(cmd), &cmd->err);
+        rc = expire_due_holds(store, policy, member, pgw_command_asked_at(cmd), &cmd->err);
     if (rc == PGW_OK && debt > 0)
         rc = pgw_store_member_debt(store, member, &known, &debt, &cmd->err);
     int64_t repay = pgw_min64(debt, points);
@@ -806,12 +806,13 @@ static int apply_refund(pgw_store *store, const pgw_ledger_policy *policy, pgw_c
     /* What the purchase lost to expiry (swept or only due) is not taken
      * back: written off. */
     int64_t due = 0, lapsed = 0;
-    rc = expire_due_holds(store, policy, e.member, state_at(cmd), &cmd->err);
+    rc = expire_due_holds(store, policy, e.member, pgw_command_asked_at(cmd), &cmd->err);
     if (rc == PGW_OK)
-        rc = pgw_store_earn_lot_due(store, &e, state_at(cmd), &due, &cmd->err);
+        rc = pgw_store_earn_lot_due(store, &e, pgw_command_asked_at(cmd), &due, &cmd->err);
     if (rc == PGW_OK) {
         lapsed = pgw_refund_lapsed(delta, e.expired + due, e.written_off);
-        rc = take_for_refund(store, &e, state_at(cmd), delta - lapsed, &taken, &cmd->err);
+        rc = take_for_refund(store, &e, pgw_command_asked_at(cmd), delta - lapsed, &taken,
+                             &cmd->err);
     }
     /* With clamp the member gives back only what their lots hold and the
      * rest is written off; with allow_negative the rest becomes debt. */
@@ -1053,7 +1054,7 @@ static int return_member(pgw_store *store, const pgw_ledger_policy *policy, pgw_
         rc = pgw_store_member_debt(store, cmd->member, &found, debt, &cmd->err);
     }
     if (rc == PGW_OK && *debt > 0)
-        rc = expire_due_holds(store, policy, cmd->member, state_at(cmd), &cmd->err);
+        rc = expire_due_holds(store, policy, cmd->member, pgw_command_asked_at(cmd), &cmd->err);
     if (rc == PGW_OK && *debt > 0)
         rc = pgw_store_member_debt(store, cmd->member, &found, debt, &cmd->err);
     return rc;
@@ -1826,7 +1827,7 @@ static int check_enrolment(pgw_store *store, const pgw_ledger_policy *policy, pg
     int64_t limit = policy->risk.max_new_members_per_ip_per_hour, members = 0;
     if (limit <= 0 || cmd->client_address[0] == '\0')
         return PGW_OK;
-    int64_t hour = state_at(cmd) / 3600;
+    int64_t hour = pgw_command_asked_at(cmd) / 3600;
     int rc = pgw_store_enrolments(store, cmd->client_address, hour, &members, &cmd->err);
     if (rc == PGW_OK && members >= limit) {
         cmd->retry_at = (hour + 1) * 3600; /* the address's count starts again (Retry-After) */

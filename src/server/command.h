@@ -455,6 +455,10 @@ void pgw_command_apply(pgw_store *store, const pgw_ledger_policy *policy, pgw_co
 /* Whether a kind only reads (a reader's queue takes only those). */
 bool pgw_command_reads(pgw_command_kind kind);
 
+/* When `cmd` was asked: asked_at, or `at` when it names none. A limit's
+ * Retry-After counts from it, and holds and lots are met as they are then. */
+int64_t pgw_command_asked_at(const pgw_command *cmd);
+
 /* Answers a read-only command inside the store's open read transaction. */
 void pgw_command_read(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd);
 
