@@ -1027,7 +1027,8 @@ static int send_continue(struct lws *wsi)
 /*
  * What a connection keeps between its requests, in lws's opaque pointer
  * (the per-session data is a transaction's, cleared between requests),
- * made at its first request and freed at LWS_CALLBACK_WSI_DESTROY. NULL
+ * made at its first request (at its accept, when its address is counted:
+ * claim_peer) and freed at LWS_CALLBACK_WSI_DESTROY. NULL
  * when memory ran out: each request then reads and hashes its own.
  */
 typedef struct {

@@ -326,8 +326,8 @@ static void apply_batch(pgw_writer *w, size_t n)
     }
     int64_t pages = rc == PGW_OK ? pgw_store_wal_pages(w->store) : w->wal_pages;
     bool started_over = pages < w->wal_pages;
-    /* On SQLite a batch that wrote no page (replays; an expiry sweep that
-     * found nothing due) commits on a full disk too: it tells nothing of
+    /* On SQLite a batch that wrote no page (serve's periodic prune with
+     * nothing to prune) commits on a full disk too: it tells nothing of
      * writes, so a failure stays as it was (it set /healthz ok and said
      * "commits work again" while events still failed). A database
      * server's commit answers for the server. */

@@ -51,8 +51,8 @@
 #include "core/notice.h"
 #include "core/text.h"
 #include "util/clock.h"
-#include "util/path.h"
 #include "util/csv.h"
+#include "util/path.h"
 #include "sql.h"
 #include "wal_vfs.h"
 
