@@ -42,14 +42,18 @@
  * Commands per transaction unless told otherwise. On SQLite a command is
  * answered only once its whole transaction is committed and synced, so a
  * large one keeps its first commands waiting while the writer applies the
- * rest (40 us each), and the syncer idles meanwhile. Small transactions
+ * rest (30-40 us each), and the syncer idles meanwhile. Small transactions
  * hand each part to the syncer sooner: at 128 HTTP connections 16 gave
  * 20,900-22,700 purchases/s against 19,900-20,300 with 1,024, p99 lower
  * too (bench/RESULTS.md, 2026-12-01); 8 and 4 paid for their extra commits.
+ * 32 keeps four transactions in flight at 128 connections with half the
+ * commits (and WAL frames, syncs, checkpoint copies) of 16: 6.7% more
+ * purchases/s than 16 in six alternated pairs, p99 lower (2026-12-04);
+ * 64 was no better than 32.
  * A PostgreSQL commit waits for the server's own flush, with no syncer
  * alongside: there 16 was 6% slower than 1,024.
  */
-#define PGW_WRITER_BATCH_SQLITE 16
+#define PGW_WRITER_BATCH_SQLITE 32
 #define PGW_WRITER_BATCH_REMOTE 1024
 
 typedef struct pgw_writer_options {
