@@ -958,6 +958,39 @@ static bool http11(struct lws *wsi)
            strcmp(version, "HTTP/1.1") == 0;
 }
 
+/*
+ * Whether Host came on more than one line. lws 4.1 joins a known
+ * header's repeated lines into one value ("x, y"), the first line its
+ * first fragment: a proxy routing by one line and the gateway reading
+ * both would not agree on the request's target (RFC 9112 3.2: 400).
+ */
+static bool host_repeated(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HOST) !=
+           lws_hdr_fragment_length(wsi, WSI_TOKEN_HOST, 0);
+}
+
+/* Whether Host is absent, not merely empty (RFC 9110 7.2: what a target
+ * with no authority sends). lws 4.1 counts both as length 0; only an
+ * absent one has no fragment to copy. */
+static bool host_absent(struct lws *wsi)
+{
+    char empty[1];
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0 &&
+           lws_hdr_copy_fragment(wsi, empty, sizeof(empty), WSI_TOKEN_HOST, 0) < 0;
+}
+
+/* Why the request's Host is refused (RFC 9112 3.2), or NULL. HTTP/1.0
+ * predates Host and may leave it out. */
+static const char *bad_host(struct lws *wsi)
+{
+    if (host_repeated(wsi))
+        return "Host came on more than one line: send it once (RFC 9112 3.2)";
+    if (host_absent(wsi) && http11(wsi))
+        return "an HTTP/1.1 request needs a Host header (RFC 9112 3.2)";
+    return NULL;
+}
+
 /* Whether the Connection header is `value`, as lws compares it (server.c,
  * lws_http_action: the whole value, untrimmed: "keep-alive " is no
  * keep-alive to lws, which then closes; copy_header would trim it). */
@@ -1452,6 +1485,15 @@ static int start_request(pgw_http *h, struct lws *wsi, req *q, const char *path)
         q->close_after = true;
         refuse(h, wsi, q, 400, "invalid_request",
                "Transfer-Encoding is not read: send the body with Content-Length");
+        return 0;
+    }
+    const char *host = bad_host(wsi);
+    if (host != NULL) {
+        /* Closed whatever the framing: a POST without Content-Length
+         * would leave lws waiting for a body it reads as its next request,
+         * and two Host lines are a proxy's confusion, or someone's test of one. */
+        q->close_after = true;
+        refuse(h, wsi, q, 400, "invalid_request", host);
         return 0;
     }
     bool has_body =
@@ -2102,6 +2144,8 @@ static int admit_watcher(pgw_http *h, struct lws *wsi, watcher *w)
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0 || key_len <= 0 || key_len >= 128)
         return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL,
                               "a WebSocket handshake needs Host and a Sec-WebSocket-Key");
+    if (host_repeated(wsi))
+        return refuse_watcher(h, wsi, uri, "-", PGW_EINVAL, bad_host(wsi));
     if (!copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth)))
         return refuse_watcher(h, wsi, uri, "-", PGW_EUNAUTHORIZED,
                               "the Authorization header is too long");

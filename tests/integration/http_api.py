@@ -7606,6 +7606,53 @@ def test_signed_empty_query(s):
     check(s.transfers() == before, "a refused signature wrote nothing")
 
 
+def test_host_required_once(s):
+    """Regression (s62H): RFC 9112 3.2 wants 400 for an HTTP/1.1 request
+    without Host and for any request with more than one Host line (a proxy
+    may route by one, the gateway read both joined). Both were served. They
+    are 400 invalid_request, logged, nothing written, then closed (a body
+    announced is not read). HTTP/1.0 without Host is served, as is an empty
+    Host (RFC 9110 7.2: a target with no authority)."""
+    auth = b"Authorization: Bearer " + KEYS["admin"][0].encode() + b"\r\n"
+    whole = lambda out: out.endswith(b"}")  # noqa: E731 (kept alive: the answer whole)
+    before_log = len(log_lines(s))
+    refused = (("HTTP/1.1 without Host", b"HTTP/1.1", b""),
+               ("two Host lines", b"HTTP/1.1", b"Host: x\r\nHost: y\r\n"),
+               ("the same Host twice", b"HTTP/1.1", b"Host: x\r\nHost: x\r\n"),
+               ("HTTP/1.0 with two Host lines", b"HTTP/1.0", b"Host: x\r\nHost: y\r\n"))
+    for n, (what, version, host) in enumerate(refused):
+        out, closed = raw_exchange(s, b"GET /v1/members/MHOST-%d " % n + version + b"\r\n" +
+                                   host + auth + b"\r\n")
+        check(re.match(rb"HTTP/1\.[01] 400 ", out) is not None and closed and
+              b'"code":"invalid_request"' in out and b"Host" in out,
+              f"{what}: {out[:300]!r} closed={closed}")
+    got = log_lines(s, lambda ls: len([l for l in ls[before_log:]
+                                       if l["path"].startswith("/v1/members/MHOST-")]) >= 4)
+    got = [(l["path"], l["status"], l["key"]) for l in got[before_log:]
+           if l["path"].startswith("/v1/members/MHOST-")]
+    check(got == [(f"/v1/members/MHOST-{n}", 400, "admin") for n in range(4)],
+          f"each refusal logged once, 400, under its key: {got}")
+    before = s.transfers()
+    event = json.dumps(purchase("E-HOST-1")).encode()
+    for host in (b"", b"Host: x\r\nHost: y\r\n"):
+        out, closed = raw_exchange(s, b"POST /v1/events HTTP/1.1\r\n" + host + auth +
+                                   b"Content-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n" % len(event) + event)
+        check(out.startswith(b"HTTP/1.1 400") and len(re.findall(rb"HTTP/1\.[01] \d{3} ", out)) == 1
+              and closed, f"a POST with {host!r}: 400, its body unread, closed: {out[:300]!r} {closed}")
+    check(s.transfers() == before, "a request refused for its Host wrote nothing")
+    out, _ = raw_exchange(s, b"GET /healthz HTTP/1.0\r\n\r\n", until=whole)
+    check(out.startswith(b"HTTP/1.0 200"), f"HTTP/1.0 without Host is served: {out[:300]!r}")
+    out, _ = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n", until=whole)
+    check(out.startswith(b"HTTP/1.1 200"), f"an empty Host is served: {out[:300]!r}")
+    out, closed = raw_exchange(s, b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nHost: y\r\n" + auth +
+                               b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                               b"Sec-WebSocket-Version: 13\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    check(re.match(rb"HTTP/1\.[01] 400 ", out) is not None and b"Host" in out and closed,
+          f"a stream's handshake with two Host lines: {out[:300]!r} closed={closed}")
+
+
 def answer_and_close(port, request, wait=3.0):
     """Sends `request` on a new connection: (the bytes answered, whether
     the server closed the connection within `wait` seconds)."""
@@ -7727,7 +7774,9 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_event_conflict_names_receipt_and_original, test_event_conflict_details_are_utf8,
           # s60S
           test_signed_empty_query, test_connection_close_in_a_list,
-          test_pipelined_body_after_a_bodiless_request)
+          test_pipelined_body_after_a_bodiless_request,
+          # s62H
+          test_host_required_once)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
