@@ -7653,6 +7653,48 @@ def test_host_required_once(s):
           f"a stream's handshake with two Host lines: {out[:300]!r} closed={closed}")
 
 
+def test_signing_headers_twice_read_first(s):
+    """What a signing header sent twice does (s62H): libwebsockets 4.1
+    hands the gateway only the first line of a header it does not know, and
+    lists none, so the second is not seen, let alone refused (README,
+    Signing). The gateway's reading is at least one reading: the nonce it
+    spends and the signature it checks are the first lines', a second line
+    neither saves nor spoils the request."""
+    auth = b"Authorization: Bearer " + KEYS["s003"][0].encode() + b"\r\n"
+
+    def post(event_id, lines):
+        body = json.dumps(purchase(event_id, shop="S003")).encode()
+        h = signed_headers("POST", "/v1/events", body, nonce="s62h-" + event_id)
+        head = b"".join(b"%s: %s\r\n" % (name.encode(), value(h).encode())
+                        for name, value in lines)
+        out, _ = raw_exchange(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth + head +
+                              b"Content-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(body) + body,
+                              until=lambda out: out.endswith(b"}"))
+        return out
+
+    ts = ("X-PGW-Timestamp", lambda h: h["X-PGW-Timestamp"])
+    nonce = ("X-PGW-Nonce", lambda h: h["X-PGW-Nonce"])
+    sig = ("X-PGW-Signature", lambda h: h["X-PGW-Signature"])
+    other_nonce = ("X-PGW-Nonce", lambda h: "s62h-other")
+    bad_sig = ("X-PGW-Signature", lambda h: "0" * 64)
+    before = s.transfers()
+    out = post("E-TWICE-1", (ts, nonce, other_nonce, sig))
+    check(out.startswith(b"HTTP/1.1 201"), f"a nonce twice, the first signed: {out[:300]!r}")
+    out = post("E-TWICE-1", (ts, nonce, sig))
+    check(out.startswith(b"HTTP/1.1 401") and b"already used" in out,
+          f"the first nonce was the one spent: {out[:300]!r}")
+    out = post("E-TWICE-2", (ts, other_nonce, nonce, sig))
+    check(out.startswith(b"HTTP/1.1 401") and b"X-PGW-Signature" in out,
+          f"a nonce twice, the second signed: {out[:300]!r}")
+    out = post("E-TWICE-3", (ts, nonce, bad_sig, sig))
+    check(out.startswith(b"HTTP/1.1 401") and b"bad X-PGW-Signature" in out,
+          f"a signature twice, the first bad: {out[:300]!r}")
+    out = post("E-TWICE-4", (ts, nonce, sig, bad_sig))
+    check(out.startswith(b"HTTP/1.1 201"), f"a signature twice, the first good: {out[:300]!r}")
+    check(s.transfers() > before, "the two taken wrote their transfers")
+
+
 def answer_and_close(port, request, wait=3.0):
     """Sends `request` on a new connection: (the bytes answered, whether
     the server closed the connection within `wait` seconds)."""
@@ -7776,7 +7818,7 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_signed_empty_query, test_connection_close_in_a_list,
           test_pipelined_body_after_a_bodiless_request,
           # s62H
-          test_host_required_once)
+          test_host_required_once, test_signing_headers_twice_read_first)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
