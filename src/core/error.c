@@ -37,7 +37,7 @@ static void trim_utf8_tail(char *s, size_t cap)
     }
 }
 
-int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
+static int set_v(pgw_err *err, int code, bool database, const char *fmt, va_list ap)
 {
     PGW_ASSERT(code < 0);
     if (err == NULL)
@@ -46,12 +46,28 @@ int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
     err->member_id[0] = '\0';
     err->n_figures = 0;
     err->n_texts = 0;
-    va_list ap;
-    va_start(ap, fmt);
+    err->database = database;
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
     trim_utf8_tail(err->msg, sizeof(err->msg));
     return code;
+}
+
+int pgw_err_set(pgw_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = set_v(err, code, false, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int pgw_err_set_database(pgw_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = set_v(err, code, true, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 void pgw_err_clear(pgw_err *err)
@@ -63,6 +79,7 @@ void pgw_err_clear(pgw_err *err)
     err->member_id[0] = '\0';
     err->n_figures = 0;
     err->n_texts = 0;
+    err->database = false;
 }
 
 /* Whether the error in `err` carries a figure or a text `name` already. */

@@ -13,6 +13,7 @@
 #ifndef PGW_CORE_ERROR_H
 #define PGW_CORE_ERROR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,17 +83,32 @@ typedef struct pgw_err {
     pgw_named_figure figures[PGW_ERR_FIGURES_MAX];
     size_t n_texts;
     pgw_named_text texts[PGW_ERR_TEXTS_MAX];
+    bool database; /* the database's failure (pgw_err_set_database) */
 } pgw_err;
 
 /*
  * Records `code` and a printf-style message in `err` (when not NULL) and
  * returns `code`, so that a failure path reads
  *     return pgw_err_set(err, PGW_EINVAL, "points must be > 0, got %lld", p);
- * `code` must be negative.
+ * `code` must be negative. The error is not the database's (see
+ * pgw_err_set_database).
  */
 int pgw_err_set(pgw_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Clears `err` to PGW_OK, an empty message and no figures nor texts. */
+/*
+ * As pgw_err_set, and marks the failure as the database's own (its file,
+ * its folder, its disk, its server: what the store.h backends say naming
+ * the database first), a mark the error keeps as it travels outwards
+ * (pgw_err_prefix, pgw_err_recode, a copy). A caller that must tell the
+ * database's failures from the rest asks the mark, not the message,
+ * whose words may change: the same codes come from elsewhere (serve's
+ * listen that failed is PGW_EUNAVAILABLE too; main.c serve_failure_exit).
+ */
+int pgw_err_set_database(pgw_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Clears `err` to PGW_OK, an empty message, no figures nor texts, and
+ * no database's mark. */
 void pgw_err_clear(pgw_err *err);
 
 /*
@@ -125,7 +141,7 @@ int pgw_err_prefix(pgw_err *err, const char *fmt, ...) __attribute__((format(pri
 /* Gives the error already in `err` the code `code` (its message kept, its
  * figures only when the code is the same: they belong to the refusal the
  * old code named) and returns `code`: for a layer that reports a failure
- * below it as its own. */
+ * below it as its own. A database's failure stays the database's. */
 int pgw_err_recode(pgw_err *err, int code);
 
 /* A short stable name for a code: "EINVAL", "ERANGE", ... ("E?" if unknown). */

@@ -127,6 +127,28 @@ static void test_error_figures(void **state)
     assert_string_equal(err.member_id, "");
 }
 
+/* The database's mark goes with its error as figures do, whatever the
+ * words become on the way: serve's exit is told by it (main.c). */
+static void test_error_of_the_database(void **state)
+{
+    (void)state;
+    pgw_err err;
+    pgw_err_set(&err, PGW_EUNAVAILABLE, "cannot listen on 127.0.0.1:80");
+    assert_false(err.database);
+    assert_int_equal(pgw_err_set_database(&err, PGW_EIO, "x.db: %s", "disk I/O error"), PGW_EIO);
+    assert_true(err.database);
+    assert_string_equal(err.msg, "x.db: disk I/O error");
+    pgw_err_prefix(&err, "(and the rollback failed) ");
+    assert_int_equal(pgw_err_recode(&err, PGW_EUNAVAILABLE), PGW_EUNAVAILABLE);
+    pgw_err copy = err; /* back from the writer */
+    assert_true(copy.database);
+    pgw_err_set(&err, PGW_EIO, "x.db: words like the database's, from elsewhere");
+    assert_false(err.database);
+    pgw_err_clear(&copy);
+    assert_false(copy.database);
+    assert_int_equal(pgw_err_set_database(NULL, PGW_EIO, "ignored"), PGW_EIO);
+}
+
 /* Its texts (which field differs, its two values) go as its figures do. */
 static void test_error_texts(void **state)
 {
@@ -183,9 +205,10 @@ static void test_error_texts_are_utf8(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checked_add_sub_mul), cmocka_unit_test(test_mul_div_floor),
-        cmocka_unit_test(test_error_messages),      cmocka_unit_test(test_error_figures),
-        cmocka_unit_test(test_error_texts),         cmocka_unit_test(test_error_texts_are_utf8),
+        cmocka_unit_test(test_checked_add_sub_mul),   cmocka_unit_test(test_mul_div_floor),
+        cmocka_unit_test(test_error_messages),        cmocka_unit_test(test_error_figures),
+        cmocka_unit_test(test_error_of_the_database), cmocka_unit_test(test_error_texts),
+        cmocka_unit_test(test_error_texts_are_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
