@@ -392,26 +392,29 @@ static int open_postgres(pgw_sql *db, const char *url, pgw_err *err)
     with_defaults(url, conninfo, sizeof(conninfo));
     db->pg = PQconnectdb(conninfo);
     if (db->pg == NULL)
-        return pgw_err_set(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
+        return pgw_err_set_database(err, PGW_ENOMEM, "%s: out of memory connecting", db->name);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         set_url_errmsg(db, conninfo, PQerrorMessage(db->pg)); /* libpq read that */
         if (no_connection_free(db->errmsg))
-            return pgw_err_set(err, PGW_EUNAVAILABLE,
-                               "%s: cannot connect: %s (the server has no connection free for "
-                               "this login: raise its max_connections, or the role's or the "
-                               "database's CONNECTION LIMIT, or run fewer gateways on it)",
-                               db->name, db->errmsg);
+            return pgw_err_set_database(
+                err, PGW_EUNAVAILABLE,
+                "%s: cannot connect: %s (the server has no connection free for "
+                "this login: raise its max_connections, or the role's or the "
+                "database's CONNECTION LIMIT, or run fewer gateways on it)",
+                db->name, db->errmsg);
         if (server_answers(conninfo))
-            return pgw_err_set(err, PGW_EINVAL,
-                               "%s: cannot connect: %s (the server answers, but not to this "
-                               "login: check the user, the database name and the password: "
-                               "the URL, PGPASSWORD or ~/.pgpass)",
-                               db->name, db->errmsg);
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name, db->errmsg);
+            return pgw_err_set_database(
+                err, PGW_EINVAL,
+                "%s: cannot connect: %s (the server answers, but not to this "
+                "login: check the user, the database name and the password: "
+                "the URL, PGPASSWORD or ~/.pgpass)",
+                db->name, db->errmsg);
+        return pgw_err_set_database(err, PGW_EUNAVAILABLE, "%s: cannot connect: %s", db->name,
+                                    db->errmsg);
     }
     if (pg_session(db) != PGW_OK)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: setting up the session: %s", db->name,
-                           db->errmsg);
+        return pgw_err_set_database(err, PGW_EUNAVAILABLE, "%s: setting up the session: %s",
+                                    db->name, db->errmsg);
     db->session_ok = true;
     db->generation = 1;
     return PGW_OK;
@@ -423,7 +426,7 @@ int pgw_sql_set_session(pgw_sql *db, const char *sql, pgw_err *err)
         return pgw_sql_exec(db, sql, "setting up the session", err);
     size_t have = strlen(db->session);
     if (have + strlen(sql) + 2 > sizeof(db->session))
-        return pgw_err_set(err, PGW_EFULL, "%s: too many session settings", db->name);
+        return pgw_err_set_database(err, PGW_EFULL, "%s: too many session settings", db->name);
     int rc = pgw_sql_exec(db, sql, "setting up the session", err);
     if (rc == PGW_OK)
         snprintf(db->session + have, sizeof(db->session) - have, "%s;", sql);
@@ -493,13 +496,13 @@ static int open_sqlite(pgw_sql *db, const char *url, bool create, const char *ro
     snprintf(db->name, sizeof(db->name), "%s", path);
     struct stat st;
     if (!create && stat(path, &st) != 0)
-        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no database there", path);
+        return pgw_err_set_database(err, PGW_ENOTFOUND, "%s: no database there", path);
     int flags = ro_query != NULL ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI
                                  : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
     if (sqlite3_open_v2(ro_query != NULL ? uri : path, &db->lite, flags | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK)
-        return pgw_err_set(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
-                           db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
+        return pgw_err_set_database(err, PGW_EUNAVAILABLE, "%s: cannot open: %s", path,
+                                    db->lite ? sqlite3_errmsg(db->lite) : "out of memory");
     return PGW_OK;
 }
 
@@ -744,13 +747,14 @@ int pgw_sql_exec(pgw_sql *db, const char *sql, const char *what, pgw_err *err)
         }
         set_errmsg(db, msg);
         sqlite3_free(msg);
-        return pgw_err_set(err, sqlite_failure(db, result), "%s: %s: %s", db->name, what,
-                           db->errmsg);
+        return pgw_err_set_database(err, sqlite_failure(db, result), "%s: %s: %s", db->name, what,
+                                    db->errmsg);
     }
     int rc = pg_ensure_connected(db);
     if (rc == PGW_OK)
         rc = pg_exec(db, sql, false);
-    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
+    return rc == PGW_OK ? PGW_OK
+                        : pgw_err_set_database(err, rc, "%s: %s: %s", db->name, what, db->errmsg);
 }
 
 int pgw_sql_commit(pgw_sql *db, pgw_err *err)
@@ -758,7 +762,8 @@ int pgw_sql_commit(pgw_sql *db, pgw_err *err)
     if (db->kind == PGW_SQL_SQLITE)
         return pgw_sql_exec(db, "COMMIT", "committing", err);
     int rc = pg_exec(db, "COMMIT", true);
-    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: committing: %s", db->name, db->errmsg);
+    return rc == PGW_OK ? PGW_OK
+                        : pgw_err_set_database(err, rc, "%s: committing: %s", db->name, db->errmsg);
 }
 
 /* ---- statements ------------------------------------------------------------------- */
@@ -813,8 +818,8 @@ int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt 
     if (st == NULL || (st->text = malloc(len + 1)) == NULL) {
         free(st);
         set_errmsg(db, "out of memory");
-        return pgw_err_set(err, failed(db, PGW_ENOMEM), "%s: preparing a statement: %s", db->name,
-                           db->errmsg);
+        return pgw_err_set_database(err, failed(db, PGW_ENOMEM), "%s: preparing a statement: %s",
+                                    db->name, db->errmsg);
     }
     memcpy(st->text, sql, len + 1);
     st->db = db;
@@ -843,7 +848,7 @@ int pgw_sql_prepare(pgw_sql *db, const char *sql, bool persistent, pgw_sql_stmt 
     }
     if (rc != PGW_OK) {
         pgw_sql_finalize(st);
-        return pgw_err_set(err, rc, "%s: preparing a statement: %s", db->name, db->errmsg);
+        return pgw_err_set_database(err, rc, "%s: preparing a statement: %s", db->name, db->errmsg);
     }
     *out = st;
     return PGW_OK;

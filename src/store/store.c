@@ -1596,8 +1596,8 @@ static int db_error(pgw_store *s, int code, const char *what, pgw_err *err)
         code = PGW_EIO;
     if (code == PGW_EIO && last == PGW_EUNAVAILABLE)
         code = PGW_EUNAVAILABLE;
-    return pgw_err_set(err, code, "%s: %s: %s", s->path, what,
-                       last != PGW_OK ? pgw_sql_errmsg(s->db) : "an unexpected result");
+    return pgw_err_set_database(err, code, "%s: %s: %s", s->path, what,
+                                last != PGW_OK ? pgw_sql_errmsg(s->db) : "an unexpected result");
 }
 
 /* SQL the store runs as it is (a migration, BEGIN, a PRAGMA): refused for
@@ -1789,13 +1789,13 @@ static int check_foreign_keys(pgw_store *s, int64_t v, pgw_err *err)
         rc = db_error(s, PGW_EIO, "comparing references to missing rows", err);
     int step = rc == PGW_OK ? pgw_sql_step(st) : PGW_SQL_DONE;
     if (step == PGW_SQL_ROW)
-        rc = pgw_err_set(err, PGW_ESTATE,
-                         "%s: the migration to schema %lld left rows of table %.64s referring "
-                         "to missing rows of %.64s: %lld, against %lld before it; the migration "
-                         "was not applied",
-                         s->path, (long long)v + 1, pgw_sql_column_text(st, 0),
-                         pgw_sql_column_text(st, 1), (long long)pgw_sql_column_int64(st, 2),
-                         (long long)pgw_sql_column_int64(st, 3));
+        rc = pgw_err_set_database(
+            err, PGW_ESTATE,
+            "%s: the migration to schema %lld left rows of table %.64s referring "
+            "to missing rows of %.64s: %lld, against %lld before it; the migration "
+            "was not applied",
+            s->path, (long long)v + 1, pgw_sql_column_text(st, 0), pgw_sql_column_text(st, 1),
+            (long long)pgw_sql_column_int64(st, 2), (long long)pgw_sql_column_int64(st, 3));
     else if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "comparing references to missing rows", err);
     pgw_sql_finalize(st);
@@ -1941,11 +1941,12 @@ static int migrate_events_first(pgw_store *s, pgw_err *err)
         return rc;
     int step = pgw_sql_step(st);
     if (step == PGW_SQL_ROW)
-        rc = pgw_err_set(err, PGW_ESTATE,
-                         "%s: event %.32s:%.32s:%.128s has no idempotency record; schema 21 keeps "
-                         "events with their keys; the migration was not applied",
-                         s->path, pgw_sql_column_text(st, 0), pgw_sql_column_text(st, 1),
-                         pgw_sql_column_text(st, 2));
+        rc = pgw_err_set_database(
+            err, PGW_ESTATE,
+            "%s: event %.32s:%.32s:%.128s has no idempotency record; schema 21 keeps "
+            "events with their keys; the migration was not applied",
+            s->path, pgw_sql_column_text(st, 0), pgw_sql_column_text(st, 1),
+            pgw_sql_column_text(st, 2));
     else if (step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "looking for events without keys", err);
     pgw_sql_finalize(st);
@@ -2044,10 +2045,10 @@ static int migrate_steps(pgw_store *s, pgw_err *err)
     if (rc != PGW_OK)
         return rc;
     if (version > PGW_STORE_SCHEMA_VERSION)
-        return pgw_err_set(err, PGW_ESTATE,
-                           "%s: the database is at schema version %lld, newer than this "
-                           "pointsgw (%d); run the newer pointsgw that wrote it",
-                           s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
+        return pgw_err_set_database(err, PGW_ESTATE,
+                                    "%s: the database is at schema version %lld, newer than this "
+                                    "pointsgw (%d); run the newer pointsgw that wrote it",
+                                    s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
     for (int64_t v = version; rc == PGW_OK && v < PGW_STORE_SCHEMA_VERSION; v++)
         rc = migrate_step(s, v, v == version, err);
     /* The counts of references to missing rows (check_foreign_keys) are
@@ -2105,17 +2106,19 @@ static int check_ours(pgw_store *s, bool create, pgw_err *err)
     if (st != NULL)
         release(s, st);
     if (rc == PGW_OK && log > 0) /* sqlite3's .dump writes no user_version */
-        return pgw_err_set(err, PGW_EINVAL,
-                           "%s holds a transfers table but no schema version: a copy restored "
-                           "from sqlite3's .dump loses it; restore one `pointsgw backup` made",
-                           s->path);
+        return pgw_err_set_database(
+            err, PGW_EINVAL,
+            "%s holds a transfers table but no schema version: a copy restored "
+            "from sqlite3's .dump loses it; restore one `pointsgw backup` made",
+            s->path);
     if (rc == PGW_OK && !create)
-        return pgw_err_set(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
+        return pgw_err_set_database(err, PGW_ENOTFOUND, "%s: no pointsgw database there", s->path);
     if (rc == PGW_OK && tables > 0)
-        rc = pgw_err_set(err, PGW_EINVAL,
-                         "%s holds another program's tables and no pointsgw schema: not ours "
-                         "to change",
-                         s->path);
+        rc = pgw_err_set_database(
+            err, PGW_EINVAL,
+            "%s holds another program's tables and no pointsgw schema: not ours "
+            "to change",
+            s->path);
     return rc;
 }
 
@@ -2252,10 +2255,11 @@ static int check_writable(pgw_store *s, pgw_err *err)
 {
     if (is_postgres(s) || sqlite3_db_readonly(pgw_sql_sqlite_handle(s->db), "main") != 1)
         return PGW_OK;
-    return pgw_err_set(err, PGW_ESTATE,
-                       "%s: the database file is read-only for this user: nothing could be "
-                       "written (check its owner and mode)",
-                       s->path);
+    return pgw_err_set_database(
+        err, PGW_ESTATE,
+        "%s: the database file is read-only for this user: nothing could be "
+        "written (check its owner and mode)",
+        s->path);
 }
 
 /*
@@ -2273,10 +2277,11 @@ static int check_folder_writable(pgw_store *s, pgw_err *err)
     PGW_ASSERT(fits); /* a folder is no longer than its path, "." than a name */
     if (access(dir, W_OK | X_OK) == 0)
         return PGW_OK;
-    return pgw_err_set(err, PGW_ESTATE,
-                       "%s: its folder %s is not writable for this user (%s): SQLite keeps the "
-                       "-wal and -shm files beside the database",
-                       s->path, dir, strerror(errno));
+    return pgw_err_set_database(
+        err, PGW_ESTATE,
+        "%s: its folder %s is not writable for this user (%s): SQLite keeps the "
+        "-wal and -shm files beside the database",
+        s->path, dir, strerror(errno));
 }
 
 /*
@@ -2296,10 +2301,10 @@ static int said_damaged(pgw_store *s, int rc, pgw_err *err)
     if (strncmp(said, s->path, n) == 0 && strncmp(said + n, ": ", 2) == 0)
         said += n + 2;
     snprintf(why, sizeof(why), "%s", said);
-    return pgw_err_set(err, PGW_EIO,
-                       "%s is damaged or not a SQLite database (%s); nothing was changed: "
-                       "restore the last good backup (README: Restore)",
-                       s->path, why);
+    return pgw_err_set_database(err, PGW_EIO,
+                                "%s is damaged or not a SQLite database (%s); nothing was changed: "
+                                "restore the last good backup (README: Restore)",
+                                s->path, why);
 }
 
 /* An open's end: its statements prepared and *out set, or s closed. */
@@ -2419,15 +2424,15 @@ int pgw_store_open_read_only(const char *url, int64_t *version, pgw_store **out,
     pgw_store *s = NULL;
     int rc = open_read_only(url, version, &s, err);
     if (rc == PGW_OK && *version > PGW_STORE_SCHEMA_VERSION)
-        rc = pgw_err_set(err, PGW_ESTATE,
-                         "%s: the database is at schema version %lld, newer than this "
-                         "pointsgw (%d); run the newer pointsgw that wrote it",
-                         s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
+        rc = pgw_err_set_database(err, PGW_ESTATE,
+                                  "%s: the database is at schema version %lld, newer than this "
+                                  "pointsgw (%d); run the newer pointsgw that wrote it",
+                                  s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
     else if (rc == PGW_OK && *version < PGW_STORE_SCHEMA_VERSION)
-        rc = pgw_err_set(err, PGW_ESTATE,
-                         "%s: the database is at schema version %lld, older than this "
-                         "pointsgw (%d): opened read-only, it is not migrated",
-                         s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
+        rc = pgw_err_set_database(err, PGW_ESTATE,
+                                  "%s: the database is at schema version %lld, older than this "
+                                  "pointsgw (%d): opened read-only, it is not migrated",
+                                  s->path, (long long)*version, PGW_STORE_SCHEMA_VERSION);
     return finish_open(s, rc, out, err);
 }
 
@@ -2612,10 +2617,11 @@ static int blame_damage(pgw_store *s, const char *out, int rc, pgw_err *err)
     char why[256];
     if (rc != PGW_EIO || !pages_damaged(pgw_sql_sqlite_handle(s->db), why, sizeof(why)))
         return rc;
-    return pgw_err_set(err, PGW_EIO,
-                       "%s is damaged or not a SQLite database (SQLite's check: %s); nothing "
-                       "was written to %s",
-                       s->path, why, out);
+    return pgw_err_set_database(
+        err, PGW_EIO,
+        "%s is damaged or not a SQLite database (SQLite's check: %s); nothing "
+        "was written to %s",
+        s->path, why, out);
 }
 
 /* Whether `path` would land on the database `db` or one of its companion
@@ -2751,7 +2757,7 @@ static int skip_commit_syncs(pgw_store *s, sqlite3 *lite, pgw_err *err)
     rc = pgw_wal_vfs_gather(lite, &why);
     if (rc == PGW_ESTATE)
         return exec(s, "PRAGMA synchronous = NORMAL", "deferring sync", err);
-    return rc == PGW_OK ? PGW_OK : pgw_err_set(err, rc, "%s: %s", s->path, why.msg);
+    return rc == PGW_OK ? PGW_OK : pgw_err_set_database(err, rc, "%s: %s", s->path, why.msg);
 }
 
 int pgw_store_defer_sync(pgw_store *s, pgw_err *err)
@@ -2767,9 +2773,9 @@ int pgw_store_defer_sync(pgw_store *s, pgw_err *err)
     const char *wal = sqlite3_filename_wal(sqlite3_db_filename(lite, "main"));
     int rc = PGW_OK;
     if (wal == NULL || wal[0] == '\0')
-        rc = pgw_err_set(err, PGW_EIO, "%s: the database has no WAL file", s->path);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: the database has no WAL file", s->path);
     else if ((s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
-        rc = pgw_err_set(err, PGW_EIO, "%s: %s", wal, strerror(errno));
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: %s", wal, strerror(errno));
     if (rc == PGW_OK)
         rc = sync_directory_of(wal, err);
     if (rc == PGW_OK)
@@ -2789,11 +2795,11 @@ int pgw_store_sync(pgw_store *s, pgw_err *err)
 {
     PGW_ASSERT(s->deferred);
     if (s->fail_syncs)
-        return pgw_err_set(err, PGW_EIO, "%s: syncing the WAL failed: Input/output error (test)",
-                           s->path);
+        return pgw_err_set_database(
+            err, PGW_EIO, "%s: syncing the WAL failed: Input/output error (test)", s->path);
     if (s->wal_fd >= 0 && fdatasync(s->wal_fd) != 0)
-        return pgw_err_set(err, PGW_EIO, "%s: syncing the WAL failed: %s", s->path,
-                           strerror(errno));
+        return pgw_err_set_database(err, PGW_EIO, "%s: syncing the WAL failed: %s", s->path,
+                                    strerror(errno));
     return PGW_OK;
 }
 
@@ -2866,11 +2872,12 @@ static int check_schema_unchanged(pgw_store *s, pgw_err *err)
     int64_t version = 0;
     int rc = read_version_and_close(s, &version, &s->closed_before, err);
     if (rc == PGW_OK && version != PGW_STORE_SCHEMA_VERSION)
-        rc = pgw_err_set(err, PGW_ESTATE,
-                         "%s: the database is now at schema version %lld and this pointsgw "
-                         "writes version %d: a newer pointsgw migrated it; stop this one and "
-                         "run the newer",
-                         s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
+        rc = pgw_err_set_database(
+            err, PGW_ESTATE,
+            "%s: the database is now at schema version %lld and this pointsgw "
+            "writes version %d: a newer pointsgw migrated it; stop this one and "
+            "run the newer",
+            s->path, (long long)version, PGW_STORE_SCHEMA_VERSION);
     return rc;
 }
 
@@ -2885,10 +2892,11 @@ static int check_file_in_place(pgw_store *s, pgw_err *err)
     if (is_postgres(s) || sqlite3_file_control(pgw_sql_sqlite_handle(s->db), "main",
                                                SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
         return PGW_OK; /* not known: as before */
-    return moved ? pgw_err_set(err, PGW_EUNAVAILABLE,
-                               "%s was deleted or replaced under the gateway: nothing is written; "
-                               "put it back, or restart on the right file",
-                               s->path)
+    return moved ? pgw_err_set_database(
+                       err, PGW_EUNAVAILABLE,
+                       "%s was deleted or replaced under the gateway: nothing is written; "
+                       "put it back, or restart on the right file",
+                       s->path)
                  : PGW_OK;
 }
 
@@ -3040,7 +3048,8 @@ static int one_member_id(pgw_store *s, pgw_sql_stmt *st, const char *member, con
     out[0] = '\0';
     if (step == PGW_SQL_ROW && !pgw_sql_column_null(st, 0) &&
         !column_text(st, 0, out, PGW_ID_MAX + 1))
-        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed %s", s->path, member, column);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: member %s has a malformed %s", s->path, member,
+                                  column);
     else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, what, err);
     pgw_sql_reset(st);
@@ -3067,7 +3076,8 @@ static int read_key(pgw_store *s, const char *key, bool *found, pgw_idem_record 
         out->first_transfer = pgw_sql_column_int64(st, 1);
         out->transfer_count = pgw_sql_column_int64(st, 2);
     } else if (*found) {
-        rc = pgw_err_set(err, PGW_EIO, "%s: key %.128s has a malformed fingerprint", s->path, key);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: key %.128s has a malformed fingerprint",
+                                  s->path, key);
     } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading an idempotency key", err);
     }
@@ -3279,8 +3289,8 @@ static int read_rows(pgw_store *s, pgw_sql_stmt *st, row_reader row, void *out, 
     while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         PGW_ASSERT(*n < cap);
         if (!row(st, (char *)out + (*n)++ * size))
-            rc = pgw_err_set(err, PGW_EIO, "%s: %s: a stored value does not fit its field", s->path,
-                             what);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: %s: a stored value does not fit its field",
+                                      s->path, what);
     }
     if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, what, err);
@@ -3337,8 +3347,8 @@ static int read_closes(pgw_store *s, pgw_period_close **out, size_t *n, pgw_err 
     *n = 0;
     while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         if (*n == PGW_PERIOD_CLOSES_MAX)
-            rc = pgw_err_set(err, PGW_EIO, "%s: more than %d closes of periods", s->path,
-                             PGW_PERIOD_CLOSES_MAX);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: more than %d closes of periods", s->path,
+                                      PGW_PERIOD_CLOSES_MAX);
         else
             (*out)[(*n)++] =
                 (pgw_period_close){pgw_sql_column_int64(st, 0), pgw_sql_column_int64(st, 1),
@@ -3910,8 +3920,8 @@ int pgw_store_get_lot(pgw_store *s, int64_t id, bool *found, pgw_lot *out, int64
     int rc = PGW_OK;
     *found = step == PGW_SQL_ROW;
     if (*found && !row_to_lot(st, out, expired))
-        rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has a malformed member", s->path,
-                         (long long)id);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: lot %lld has a malformed member", s->path,
+                                  (long long)id);
     else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a lot", err);
     if (*found && back_at != NULL)
@@ -4012,8 +4022,8 @@ static int figures_from_sums(pgw_store *s, const char *member, int64_t live, int
     out->available = out->balance - out->pending - lapsed;
     out->unexpired = out->balance - lapsed;
     if (lapsed < 0) /* pending holds reserve more of a lot than it holds */
-        return pgw_err_set(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots", s->path,
-                           member);
+        return pgw_err_set_database(err, PGW_EIO, "%s: member %.64s: its holds exceed its lots",
+                                    s->path, member);
     return PGW_OK;
 }
 
@@ -4117,8 +4127,8 @@ static int read_reversals(pgw_store *s, pgw_earn_record *e, pgw_err *err)
     while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         int64_t line = pgw_sql_column_int64(st, 0);
         if (line < 0 || line >= (int64_t)e->n_funders)
-            rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s has a reversal of line %lld", s->path,
-                             e->key, (long long)line);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: earn %.128s has a reversal of line %lld",
+                                      s->path, e->key, (long long)line);
         else
             e->reversed[line] = pgw_sql_column_int64(st, 1);
     }
@@ -4149,7 +4159,7 @@ int pgw_store_get_earn(pgw_store *s, const char *key, bool *found, pgw_earn_reco
         out->occurred_at = pgw_sql_column_int64(st, 8);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || funders < 1 ||
             funders > PGW_EARN_FUNDERS_MAX)
-            rc = pgw_err_set(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: earn %.128s is malformed", s->path, key);
         out->n_funders = rc == PGW_OK ? (size_t)funders : 0;
     } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading an earn", err);
@@ -4175,7 +4185,8 @@ int pgw_store_get_unearned(pgw_store *s, const char *key, bool *found, pgw_earn_
         out->occurred_at = pgw_sql_column_int64(st, 3);
         if (!column_text(st, 0, out->member, sizeof(out->member)) || out->amount_fen < 1 ||
             out->refunded_fen < 0 || out->refunded_fen > out->amount_fen)
-            rc = pgw_err_set(err, PGW_EIO, "%s: purchase %.128s is malformed", s->path, key);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: purchase %.128s is malformed", s->path,
+                                      key);
     } else if (step != PGW_SQL_DONE) {
         rc = db_error(s, PGW_EIO, "reading a purchase", err);
     }
@@ -4267,7 +4278,7 @@ int pgw_store_get_hold(pgw_store *s, const char *id, bool *found, pgw_hold_recor
     int rc = PGW_OK;
     *found = step == PGW_SQL_ROW;
     if (*found && !row_to_hold(st, out))
-        rc = pgw_err_set(err, PGW_EIO, "%s: hold %.128s is malformed", s->path, id);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: hold %.128s is malformed", s->path, id);
     else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a hold", err);
     pgw_sql_reset(st);
@@ -4492,7 +4503,8 @@ int pgw_store_find_identity(pgw_store *s, const pgw_identity_key *key, bool *fou
     int rc = PGW_OK;
     *found = step == PGW_SQL_ROW;
     if (*found && !column_text(st, 0, member, PGW_ID_MAX + 1))
-        rc = pgw_err_set(err, PGW_EIO, "%s: an identity names a malformed member", s->path);
+        rc =
+            pgw_err_set_database(err, PGW_EIO, "%s: an identity names a malformed member", s->path);
     else if (!*found && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "looking up an identity", err);
     pgw_sql_reset(st);
@@ -4659,8 +4671,8 @@ int pgw_store_merge_of(pgw_store *s, const char *member, bool *found, int64_t *a
         if (column_text(st, 1, debit, sizeof(debit)) && column_text(st, 2, credit, sizeof(credit)))
             other = strcmp(debit, account) == 0 ? credit : debit;
         if (other == NULL || strncmp(other, "member:", 7) != 0 || strlen(other + 7) > PGW_ID_MAX)
-            rc = pgw_err_set(err, PGW_EIO, "%s: the merge of %s has a malformed account", s->path,
-                             member);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: the merge of %s has a malformed account",
+                                      s->path, member);
         else {
             memcpy(into, other + 7, strlen(other + 7) + 1);
             *at = pgw_sql_column_int64(st, 0);
@@ -4756,8 +4768,8 @@ int pgw_store_receipt_claimant(pgw_store *s, const char *shop, const char *recei
     int rc = PGW_OK;
     key[0] = '\0';
     if (step == PGW_SQL_ROW && !column_text(st, 0, key, PGW_IDEM_KEY_MAX + 1))
-        rc = pgw_err_set(err, PGW_EIO, "%s: receipt %.64s at %s has a malformed key", s->path,
-                         receipt, shop);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: receipt %.64s at %s has a malformed key",
+                                  s->path, receipt, shop);
     else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading a receipt", err);
     pgw_sql_reset(st);
@@ -4969,8 +4981,8 @@ int pgw_store_member_activity(pgw_store *s, const char *member, const pgw_activi
     out->later_days = d[1].day > days->today;
     int rc = out->later_days ? read_day_at(s, member, days->today, &d[1], err) : PGW_OK;
     if (rc == PGW_OK && (!fits || !activity_from_days(&d[1], &d[2], &d[3], days->today, out)))
-        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday or day totals",
-                         s->path, member);
+        rc = pgw_err_set_database(
+            err, PGW_EIO, "%s: member %s has a malformed birthday or day totals", s->path, member);
     /* A member not seen yet has none: all 0. */
     static const int64_t no_holds[3] = {0, 0, 0};
     bool figures = days->figures_at != 0 && (none || seen[4]) && sums[4] == 0;
@@ -5203,7 +5215,8 @@ int pgw_store_mp_target(pgw_store *s, const char *member, const char *mp_appid,
     int step = pgw_sql_step(st), rc = PGW_OK;
     if (step == PGW_SQL_ROW && (!column_text(st, 0, openid, PGW_OPENID_MAX + 1) ||
                                 !column_text(st, 1, quota_openid, PGW_OPENID_MAX + 1)))
-        rc = pgw_err_set(err, PGW_EIO, "%s: member %s: a malformed openid", s->path, member);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: member %s: a malformed openid", s->path,
+                                  member);
     else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "choosing an openid to notify", err);
     if (rc != PGW_OK)
@@ -5309,7 +5322,7 @@ int pgw_store_token_load(pgw_store *s, const char *appid, char *token, size_t ca
     *expires_at = pgw_sql_column_int64(st, 1);
     rc = column_text(st, 0, token, cap)
              ? PGW_OK
-             : pgw_err_set(err, PGW_EIO, "%s: stored token too long", s->path);
+             : pgw_err_set_database(err, PGW_EIO, "%s: stored token too long", s->path);
     pgw_sql_finalize(st);
     return rc;
 }
@@ -5961,8 +5974,8 @@ int pgw_store_retry_notice(pgw_store *s, int64_t id, int64_t now, pgw_err *err)
     int step = pgw_sql_step(st);
     char state[16] = "";
     if (step == PGW_SQL_ROW && !column_text(st, 0, state, sizeof(state)))
-        rc = pgw_err_set(err, PGW_EIO, "%s: notice %lld has a malformed state", s->path,
-                         (long long)id);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: notice %lld has a malformed state", s->path,
+                                  (long long)id);
     else if (step == PGW_SQL_DONE)
         rc = pgw_err_set(err, PGW_ENOTFOUND, "no notice %lld", (long long)id);
     else if (step != PGW_SQL_ROW)
@@ -6039,10 +6052,11 @@ static int flush_database(pgw_store *s, sqlite3 *lite, pgw_err *err)
 {
     if (s->db_fd < 0 &&
         (s->db_fd = open(sqlite3_db_filename(lite, "main"), O_RDONLY | O_CLOEXEC)) < 0)
-        return pgw_err_set(err, PGW_EIO, "%s: opening it to sync: %s", s->path, strerror(errno));
+        return pgw_err_set_database(err, PGW_EIO, "%s: opening it to sync: %s", s->path,
+                                    strerror(errno));
     if (fdatasync(s->db_fd) != 0)
-        return pgw_err_set(err, PGW_EIO, "%s: syncing the database failed: %s", s->path,
-                           strerror(errno));
+        return pgw_err_set_database(err, PGW_EIO, "%s: syncing the database failed: %s", s->path,
+                                    strerror(errno));
     return PGW_OK;
 }
 
@@ -6064,7 +6078,8 @@ int pgw_store_checkpoint(pgw_store *s, bool flush, bool *busy, pgw_err *err)
     if (rc == SQLITE_BUSY)
         return PGW_OK;
     /* Called straight, not through the SQL layer: its message is SQLite's. */
-    return pgw_err_set(err, PGW_EIO, "%s: checkpointing: %s", s->path, sqlite3_errmsg(lite));
+    return pgw_err_set_database(err, PGW_EIO, "%s: checkpointing: %s", s->path,
+                                sqlite3_errmsg(lite));
 }
 
 /* After each commit (SQLite's WAL hook, in place of its automatic
@@ -6282,7 +6297,8 @@ int pgw_store_birthday(pgw_store *s, const char *member, char birthday[6], pgw_e
     else if (step != PGW_SQL_ROW)
         rc = db_error(s, PGW_EIO, "reading a birthday", err);
     else if (!column_text(st, 0, birthday, 6))
-        rc = pgw_err_set(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path, member);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: member %s has a malformed birthday", s->path,
+                                  member);
     release(s, st);
     return rc;
 }
@@ -6414,7 +6430,8 @@ int pgw_store_get_answer(pgw_store *s, const char *key, char *out, size_t cap, p
     int rc = PGW_OK;
     out[0] = '\0';
     if (step == PGW_SQL_ROW && !column_text(st, 0, out, cap))
-        rc = pgw_err_set(err, PGW_EIO, "%s: the answer of %.128s is too long", s->path, key);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: the answer of %.128s is too long", s->path,
+                                  key);
     else if (step != PGW_SQL_ROW && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading an answer", err);
     pgw_sql_reset(st);
@@ -6641,7 +6658,7 @@ int pgw_store_flows(pgw_store *s, int64_t from, int64_t to, pgw_flow *out, size_
         if (*n == cap)
             rc = pgw_err_set(err, PGW_ETOOLARGE, "more than %zu accounts moved points", cap);
         else if (!flow_row(st, &out[(*n)++]))
-            rc = pgw_err_set(err, PGW_EIO, "%s: an account name does not fit", s->path);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: an account name does not fit", s->path);
     }
     if (rc == PGW_OK && step != PGW_SQL_DONE)
         rc = db_error(s, PGW_EIO, "reading flows", err);
@@ -6659,8 +6676,8 @@ static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *er
     while (rc == PGW_OK && (step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         if (e->n_funders == PGW_EARN_FUNDERS_MAX ||
             !column_text(st, 0, e->funder[e->n_funders], sizeof(e->funder[0])))
-            rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has funders beyond the bounds", s->path,
-                             (long long)lot);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: lot %lld has funders beyond the bounds",
+                                      s->path, (long long)lot);
         else
             e->funded[e->n_funders++] = pgw_sql_column_int64(st, 1);
     }
@@ -6668,8 +6685,8 @@ static int lot_funders(pgw_store *s, int64_t lot, pgw_lot_expiry *e, pgw_err *er
         rc = db_error(s, PGW_EIO, "reading a lot's funders", err);
     pgw_sql_reset(st);
     if (rc == PGW_OK && e->n_funders == 0)
-        rc = pgw_err_set(err, PGW_EIO, "%s: lot %lld has no funding transfer", s->path,
-                         (long long)lot);
+        rc = pgw_err_set_database(err, PGW_EIO, "%s: lot %lld has no funding transfer", s->path,
+                                  (long long)lot);
     return rc;
 }
 
@@ -6718,8 +6735,8 @@ int pgw_store_expiries(pgw_store *s, int64_t from, int64_t to, int64_t after_id,
                      pgw_decimal_in(ref + 4, 1, INT64_MAX, &e->lot) && key != NULL &&
                      pgw_store_expiry_key(key, &lot, &e->before) && lot == e->lot;
         if (!named)
-            rc = pgw_err_set(err, PGW_EIO, "%s: expiry %lld does not name its lot", s->path,
-                             (long long)e->transfer_id);
+            rc = pgw_err_set_database(err, PGW_EIO, "%s: expiry %lld does not name its lot",
+                                      s->path, (long long)e->transfer_id);
         else
             rc = lot_funders(s, e->lot, e, err);
     }
@@ -6908,8 +6925,9 @@ int pgw_store_close_period(pgw_store *s, int64_t before, int64_t now_us, const p
     int64_t count = 0;
     rc = count_closes(s, &count, err);
     if (rc == PGW_OK && count >= PGW_PERIOD_CLOSES_MAX)
-        rc = pgw_err_set(err, PGW_EFULL, "%s holds %d closes of periods, the most verify reads",
-                         s->path, PGW_PERIOD_CLOSES_MAX);
+        rc = pgw_err_set_database(err, PGW_EFULL,
+                                  "%s holds %d closes of periods, the most verify reads", s->path,
+                                  PGW_PERIOD_CLOSES_MAX);
     if (rc == PGW_OK)
         rc = check_nothing_due(s, before, tz, err);
     int64_t head = 0;

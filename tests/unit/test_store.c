@@ -612,10 +612,13 @@ static void test_migrates_and_refuses_newer_schema(void **state)
     raw_sql(f, f->pg ? "UPDATE pgw_schema SET version = 99" : "PRAGMA user_version = 99");
     assert_int_equal(pgw_store_open(f->url, true, &s, &err), PGW_ESTATE);
     assert_non_null(strstr(err.msg, "schema version 99, newer than this pointsgw"));
+    assert_true(err.database); /* serve's exit is told by it (main.c) */
     /* a PostgreSQL server that is not there */
     assert_int_equal(pgw_store_open("postgresql://127.0.0.1:1/x", true, &s, &err),
                      PGW_EUNAVAILABLE);
+    assert_true(err.database);
     assert_int_equal(pgw_store_open("mysql://db/x", true, &s, &err), PGW_EINVAL);
+    assert_false(err.database); /* a URL refused as given: no database's */
 }
 
 /* A SQLite path of 400 bytes opens (a 255-byte buffer once refused any
@@ -2325,6 +2328,7 @@ static void test_append_refused_by_the_database_is_storage(void **state)
         assert_int_equal(pgw_store_rollback(s, NULL), PGW_OK);
     if (rc != PGW_EIO || strstr(err.msg, "injected by the test") == NULL)
         fail_msg("%s: %s, want EIO", pgw_code_name(rc), err.msg);
+    assert_true(err.database);
     pgw_store_close(s);
 }
 
