@@ -1031,25 +1031,18 @@ static void keep_nonces(pgw_http *http, const char *file)
 
 /*
  * serve's exit when starting failed with `rc`, said in `failed`: the
- * database's failure is told by the store's code, as every command tells
- * it (exit_for: a damaged file, a full disk, a server not answering is 1;
- * a login the server refuses, a file this user may not write, 2); any
- * other refusal (a key, a secret, the address) is 2. The store's messages
- * begin with the database's name (store.h pgw_store_name): the path, or
- * the URL without its password. Not by opening it again to ask: a start
- * refused for a key would then have migrated it.
+ * database's failure (the store marks it: error.h pgw_err_set_database)
+ * is told by its code, as every command tells it (exit_for: a damaged
+ * file, a full disk, a server not answering is 1; a login the server
+ * refuses, a file this user may not write, 2); any other refusal (a key,
+ * a secret, the address) is 2, whatever its code: a listen that failed is
+ * PGW_EUNAVAILABLE too. By the mark, not by the message's first words,
+ * which may be reworded; nor by opening the database again to ask: a
+ * start refused for a key would then have migrated it.
  */
-static int serve_failure_exit(const char *db, int rc, const pgw_err *failed)
+static int serve_failure_exit(int rc, const pgw_err *failed)
 {
-    char name[PGW_STORE_URL_MAX + 1];
-    if (sqlite_file(db) != NULL)
-        snprintf(name, sizeof(name), "%s", sqlite_file(db));
-    else
-        pgw_redact_db_url(db, name, sizeof(name));
-    size_t n = strlen(name);
-    bool the_database =
-        n > 0 && strncmp(failed->msg, name, n) == 0 && strchr(": ", failed->msg[n]) != NULL;
-    return the_database ? exit_for(rc) : EXIT_USAGE;
+    return failed->database ? exit_for(rc) : EXIT_USAGE;
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -1123,7 +1116,7 @@ static int cmd_serve(int argc, char **argv)
         started = pgw_http_new(&opts, &http, &err);
     if (started != PGW_OK) {
         fprintf(stderr, "pointsgw serve: %s\n", err.msg);
-        int code = serve_failure_exit(db, started, &err);
+        int code = serve_failure_exit(started, &err);
         drop_serve_lock(&lock, made[0] != '\0');
         if (made[0] != '\0') /* a start refused leaves no folder it made (empty: else kept) */
             (void)rmdir(made);

@@ -407,6 +407,10 @@ done
 printf 'card,points\nK1,100\n' >"$tmp/one.csv"
 expect_exit 2 "$bin" import-balances --shop S001 --file "$tmp/one.csv" --db "sqlite:$tmp/theirs.db"
 expect_text "$tmp/theirs.db holds another program's tables"
+# serve too, exit 2 (README: Exit codes), a start the database refused
+# told by the store's mark, not by the message's first words.
+expect_exit 2 timeout 20 "$bin" serve --listen 127.0.0.1:0 --db "sqlite:$tmp/theirs.db"
+expect_text "pointsgw serve: $tmp/theirs.db holds another program's tables"
 [ ! -s "$tmp/empty.db" ] && [ "$(sha256sum <"$tmp/theirs.db")" = "$theirs" ] && pass ||
     fail "verify changed a database that is not ours"
 expect_exit 2 "$bin" verify --db "mysql://db/points"
@@ -2080,6 +2084,18 @@ db.commit()" "$safe_dir/small.db" "$safe_dir/older.db"
     expect_text "key demo-admin is README's published demo key"
     [ "$(cksum <"$safe_dir/older.db")" = "$before" ] && pass ||
         fail "a start refused for its keys changed the database"
+    # A newer schema is exit 2 from serve as from every command (README:
+    # Exit codes), and the database stays as it was.
+    python3 -c "import shutil, sqlite3, sys
+shutil.copy(sys.argv[1], sys.argv[2])
+db = sqlite3.connect(sys.argv[2]); db.execute('PRAGMA user_version = 99'); db.commit()" \
+        "$safe_dir/small.db" "$safe_dir/newer.db"
+    before=$(cksum <"$safe_dir/newer.db")
+    expect_exit 2 timeout 20 "$bin" serve --config config/pointsgw.example.json \
+        --listen 127.0.0.1:0 --db "sqlite:$safe_dir/newer.db"
+    expect_text "$safe_dir/newer.db: the database is at schema version 99, newer than this pointsgw"
+    [ "$(cksum <"$safe_dir/newer.db")" = "$before" ] && pass ||
+        fail "a start refused for a newer schema changed the database"
     # A log edited by hand: verify names the transfer, exit 1, and writes
     # nothing. Regression: the last transfer deleted (which breaks no link
     # of the chain) was "table lots row 2 refers to a missing row of
