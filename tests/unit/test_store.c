@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <unistd.h>
 
 static pgw_store *open_store(const db_fixture *f)
@@ -3371,6 +3372,34 @@ static void test_a_backup_checks_its_copy_once(void **state)
     unlink(out);
 }
 
+/*
+ * A backup's --out on the database or one of its files is refused however
+ * the path names it: a bare name (no folder: the working one), "./", a
+ * doubled slash, a way through "..". Each, renamed over, lost the log.
+ */
+static void test_a_backup_refuses_the_database_by_any_path(void **state)
+{
+    db_fixture *f = *state;
+    if (f->pg)
+        skip(); /* backup copies SQLite */
+    pgw_store_close(open_store(f));
+    char there[PATH_MAX], up[sizeof(f->dir) + 32], doubled[sizeof(f->dir) + 32];
+    assert_non_null(getcwd(there, sizeof(there)));
+    assert_int_equal(chdir(f->dir), 0);
+    snprintf(up, sizeof(up), "../%s/log.db-nonces", strrchr(f->dir, '/') + 1);
+    snprintf(doubled, sizeof(doubled), "%s//log.db-journal", f->dir);
+    const char *outs[] = {"log.db", "log.db-wal", "./log.db-shm", doubled, up};
+    for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) {
+        int64_t version = 0;
+        pgw_verify_report r;
+        pgw_err err;
+        int rc = pgw_store_backup(f->url, outs[i], &version, &r, NULL, &err);
+        if (rc != PGW_EINVAL || strstr(err.msg, "is the database itself") == NULL)
+            fail_msg("--out %s: %s: %s", outs[i], pgw_code_name(rc), err.msg);
+    }
+    assert_int_equal(chdir(there), 0);
+}
+
 /* A SQLite file holding another program's tables is not ours to create
  * a log in, nor one to read: regression, both migrated it. */
 /* Lets go of the lock `arg` (a connection holding it) after 300 ms. */
@@ -4072,6 +4101,8 @@ int main(void)
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_backup_checks_its_copy_once, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_backup_refuses_the_database_by_any_path,
+                                        db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_plans_no_pairwise_joins_on_postgres,
                                         db_fixture_setup, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_migration_keeps_a_dangling_reference_from_before,
