@@ -1937,25 +1937,36 @@ expect_text "line 1 holds a NUL byte: not a UTF-8 text file (UTF-16, "
 # a hang-up) while writing --out FILE left FILE.partial-XXXXXX beside it,
 # one more each stopped run. A statement that is a FIFO no one writes holds
 # reconcile after it made the partial file, the moment to stop it at.
-for sig in TERM HUP; do
-    mkdir "$op_dir/sig" && mkfifo "$op_dir/sig/statement.fifo"
-    "$bin" reconcile --statement "$op_dir/sig/statement.fifo" --channel store \
-        --db "sqlite:$op_dir/op.db" --config config/pointsgw.example.json \
-        --out "$op_dir/sig/report.json" 2>/dev/null &
-    rc_pid=$!
-    for _ in $(seq 200); do # 10 s: only a hang's bound
-        compgen -G "$op_dir/sig/report.json.partial-*" >/dev/null && break
-        sleep 0.05
+# stop_at_partial SIG FILE KEPT CMD...: CMD (the binary, then its command)
+# in the background, stopped by SIG once it has made FILE.partial-XXXXXX,
+# in the middle of writing FILE. It must have made that file, end as SIG
+# ends it (128 + SIG) and leave nothing in FILE's folder but KEPT (a name
+# there, "" for none).
+stop_at_partial() {
+    local sig=$1 file=$2 kept=$3 pid got left
+    shift 3
+    local name=$2
+    "$@" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 1000); do # 10 s: only a hang's bound
+        compgen -G "$file.partial-*" >/dev/null && break
+        sleep 0.01
     done
-    compgen -G "$op_dir/sig/report.json.partial-*" >/dev/null && pass ||
-        fail "reconcile made no partial file to stop it at"
-    kill "-$sig" "$rc_pid"
-    wait "$rc_pid" 2>/dev/null # not bash's "Hangup" line for its job
+    compgen -G "$file.partial-*" >/dev/null && pass || fail "$name made no partial file to stop it at"
+    kill "-$sig" "$pid"
+    wait "$pid" 2>/dev/null # not bash's "Hangup" line for its job
     got=$?
     [ "$got" -eq $((128 + $(kill -l "$sig"))) ] && pass ||
-        fail "reconcile stopped by SIG$sig exited $got, wanted $((128 + $(kill -l "$sig")))"
-    left=$(cd "$op_dir/sig" && ls -A | grep -v '^statement.fifo$')
-    [ -z "$left" ] && pass || fail "reconcile stopped by SIG$sig left: $left"
+        fail "$name stopped by SIG$sig exited $got, wanted $((128 + $(kill -l "$sig")))"
+    left=$(cd "${file%/*}" && ls -A | grep -vxF -e "$kept")
+    [ -z "$left" ] && pass || fail "$name stopped by SIG$sig left: $left"
+}
+for sig in TERM HUP; do
+    mkdir "$op_dir/sig" && mkfifo "$op_dir/sig/statement.fifo"
+    stop_at_partial "$sig" "$op_dir/sig/report.json" statement.fifo \
+        "$bin" reconcile --statement "$op_dir/sig/statement.fifo" --channel store \
+        --db "sqlite:$op_dir/op.db" --config config/pointsgw.example.json \
+        --out "$op_dir/sig/report.json"
     rm -rf "$op_dir/sig"
 done
 rm -rf "$op_dir"
@@ -1982,22 +1993,8 @@ db.commit()" "$safe_dir/safe.db"
     mkdir "$safe_dir/bk"
     echo 'the last good copy' >"$safe_dir/bk/copy.db"
     for sig in TERM HUP; do
-        "$bin" backup --db "sqlite:$safe_dir/safe.db" --out "$safe_dir/bk/copy.db" \
-            >/dev/null 2>&1 &
-        bk_pid=$!
-        for _ in $(seq 1000); do # 10 s: only a hang's bound
-            compgen -G "$safe_dir/bk/copy.db.partial-*" >/dev/null && break
-            sleep 0.01
-        done
-        compgen -G "$safe_dir/bk/copy.db.partial-*" >/dev/null && pass ||
-            fail "backup made no partial file to stop it at"
-        kill "-$sig" "$bk_pid"
-        wait "$bk_pid" 2>/dev/null
-        got=$?
-        [ "$got" -eq $((128 + $(kill -l "$sig"))) ] && pass ||
-            fail "backup stopped by SIG$sig exited $got, wanted $((128 + $(kill -l "$sig")))"
-        left=$(cd "$safe_dir/bk" && ls -A | grep -v '^copy.db$')
-        [ -z "$left" ] && pass || fail "backup stopped by SIG$sig left: $left"
+        stop_at_partial "$sig" "$safe_dir/bk/copy.db" copy.db \
+            "$bin" backup --db "sqlite:$safe_dir/safe.db" --out "$safe_dir/bk/copy.db"
         [ "$(cat "$safe_dir/bk/copy.db")" = 'the last good copy' ] && pass ||
             fail "backup stopped by SIG$sig changed the last copy"
         rm -f "$safe_dir/bk/copy.db.partial-"* # the next run's check starts clean
