@@ -70,7 +70,8 @@ int pgw_store_open(const char *url, bool create, pgw_store **out, pgw_err *err);
 void pgw_store_close(pgw_store *store);
 /* The database as the store's messages begin with it ("NAME: ..."): a
  * SQLite file's path, or a PostgreSQL URL without its password (sql.h
- * pgw_sql_open). Owned by the store. */
+ * pgw_sql_open). Owned by the store. Those failures are the database's,
+ * and marked so (error.h pgw_err_set_database): ask the mark, not NAME. */
 const char *pgw_store_name(const pgw_store *store);
 
 /*
