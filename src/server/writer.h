@@ -48,8 +48,8 @@
  * too (bench/RESULTS.md, 2026-12-01); 8 and 4 paid for their extra commits.
  * 32 keeps four transactions in flight at 128 connections with half the
  * commits (and WAL frames, syncs, checkpoint copies) of 16: 6.7% more
- * purchases/s than 16 in six alternated pairs, p99 lower (2026-12-04);
- * 64 was no better than 32.
+ * purchases/s than 16 in six alternated pairs of 5 s, p99 lower; over
+ * 20 s runs +4.9%, p99 2-3 ms higher (2026-12-04). 64 was no better.
  * A PostgreSQL commit waits for the server's own flush, with no syncer
  * alongside: there 16 was 6% slower than 1,024.
  */
