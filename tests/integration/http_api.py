@@ -7653,6 +7653,34 @@ def test_host_required_once(s):
           f"a stream's handshake with two Host lines: {out[:300]!r} closed={closed}")
 
 
+def test_authorization_twice_is_no_key(s):
+    """Two Authorization lines (a proxy adding its own to the client's):
+    libwebsockets joins a known header's lines into one value ("Bearer a,
+    Bearer b"), which is no key of ours, so the request is 401 whichever
+    line holds a good key, and writes nothing; one line alone is served.
+    Seen by hand in the s62H review; this keeps it so."""
+    admin, shop = KEYS["admin"][0].encode(), KEYS["s001"][0].encode()
+    whole = lambda out: out.endswith(b"}")  # noqa: E731 (kept alive: the answer whole)
+    before = s.transfers()
+    event = json.dumps(purchase("E-AUTH2-1")).encode()
+    for what, lines in (("the same key twice", (admin, admin)),
+                        ("a good key, then a bad one", (admin, b"nope")),
+                        ("a bad key, then a good one", (b"nope", admin)),
+                        ("two good keys", (shop, admin))):
+        auth = b"".join(b"Authorization: Bearer " + k + b"\r\n" for k in lines)
+        out, _ = raw_exchange(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\n" + auth +
+                              b"Content-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(event) + event, until=whole)
+        check(out.startswith(b"HTTP/1.1 401") and b'"code":"unauthorized"' in out,
+              f"{what}: 401: {out[:300]!r}")
+    check(s.transfers() == before, "a request with two Authorization lines wrote nothing")
+    out, _ = raw_exchange(s, b"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          admin + b"\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(event) + event, until=whole)
+    check(out.startswith(b"HTTP/1.1 201") and s.transfers() > before,
+          f"the same request with one line is served: {out[:300]!r}")
+
+
 def test_signing_headers_twice_read_first(s):
     """What a signing header sent twice does (s62H): libwebsockets 4.1
     hands the gateway only the first line of a header it does not know, and
@@ -7818,7 +7846,9 @@ SERVED = (test_loopback_only, test_startup_line_keeps_the_password, test_idle_co
           test_signed_empty_query, test_connection_close_in_a_list,
           test_pipelined_body_after_a_bodiless_request,
           # s62H
-          test_host_required_once, test_signing_headers_twice_read_first)
+          test_host_required_once, test_signing_headers_twice_read_first,
+          # s62 (lead)
+          test_authorization_twice_is_no_key)
 OWN_SERVER = (test_tls, test_tight_risk, test_trusted_proxy, test_slow_bodies,
               test_tls_refused_body_cut, test_body_pause,
               test_bodies_held_bounded, test_keyless_bodies_hold_a_quarter,
