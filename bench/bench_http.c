@@ -47,7 +47,8 @@
  * further. PGW_BENCH_NEW_MEMBERS=1 gives every purchase a member of its
  * own instead (M0, M1, ... in the order the requests are made, across all
  * cases of the run), each a first purchase's work (the member's row, its
- * bonus transfer).
+ * bonus transfer). Each case prints how many of its purchases enrolled
+ * their member (at 1 connection all, at 16 about 40%, at 128 about 5%).
  *
  * PGW_BENCH_HEALTH=1 sends `GET /healthz` instead, answered by the service
  * thread without the database (only a 200 counts): the HTTP layer's own
@@ -91,7 +92,11 @@ static long n_members = 100000; /* PGW_BENCH_MEMBERS */
 static int n_client_threads = 1;
 static bool new_members;            /* PGW_BENCH_NEW_MEMBERS=1: a member of its own a purchase */
 static atomic_long next_new_member; /* the next one's number, across threads and cases */
-static bool health_only;            /* PGW_BENCH_HEALTH=1: GET /healthz, not events */
+/* One bit a member of M0..M(n_members-1): set at its first purchase answered
+ * 201 in this run (the database is new at its start), so each case can say
+ * how many of its purchases enrolled their member. */
+static atomic_uchar *members_seen;
+static bool health_only; /* PGW_BENCH_HEALTH=1: GET /healthz, not events */
 
 /* One keep-alive connection and its one request in flight. */
 typedef struct conn {
@@ -99,6 +104,7 @@ typedef struct conn {
     int port;
     int index;     /* names its events: B<index>-<serial> */
     long serial;   /* requests answered so far: the one in flight's number */
+    long member;   /* the request in flight's: M<member> */
     double start;  /* when the request in flight began to be sent */
     bool want_out; /* EPOLLOUT armed: the request is partly sent */
     char request[REQUEST_MAX];
@@ -119,6 +125,7 @@ typedef struct worker {
     int epfd;
     double until; /* no request is sent after this */
     long ok, failed;
+    long firsts; /* of ok: purchases that enrolled their member */
     size_t n_samples;
     double *samples; /* seconds */
 } worker;
@@ -165,13 +172,13 @@ static void build_request(conn *c)
 {
     static const char *const shops[] = {"S001", "S002", "S003", "S004"};
     char body[512];
+    c->member = new_members ? atomic_fetch_add(&next_new_member, 1)
+                            : (c->serial * 7 + c->index) % n_members;
     int blen = snprintf(body, sizeof(body),
                         "{\"event_id\":\"B%d-%ld\",\"channel\":\"store\",\"shop_id\":\"%s\","
                         "\"type\":\"purchase\",\"occurred_at\":\"2026-11-24T10:15:00+08:00\","
                         "\"member\":{\"member_id\":\"M%ld\"},\"amount_fen\":12800}",
-                        c->index, c->serial, shops[c->serial % n_shops],
-                        new_members ? atomic_fetch_add(&next_new_member, 1)
-                                    : (c->serial * 7 + c->index) % n_members);
+                        c->index, c->serial, shops[c->serial % n_shops], c->member);
     int rlen = snprintf(c->request, sizeof(c->request),
                         "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
                         "%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
@@ -319,6 +326,15 @@ static void end_conn(worker *w, conn *c, bool failed)
     w->n_open--;
 }
 
+/* Whether `member`'s purchase just answered is its first of the run. */
+static bool first_purchase(long member)
+{
+    if (new_members)
+        return true;
+    unsigned char bit = (unsigned char)(1u << (member & 7));
+    return (atomic_fetch_or(&members_seen[member >> 3], bit) & bit) == 0;
+}
+
 /* c's answer is complete: counts it and sends the next request while the
    case lasts. */
 static void finish(worker *w, conn *c)
@@ -330,9 +346,10 @@ static void finish(worker *w, conn *c)
     }
     if (w->n_samples < SAMPLES_MAX)
         w->samples[w->n_samples++] = now - c->start;
-    if (c->status == (health_only ? 200 : 201))
+    if (c->status == (health_only ? 200 : 201)) {
         w->ok++;
-    else
+        w->firsts += !health_only && first_purchase(c->member);
+    } else
         w->failed++;
     c->serial++;
     if (now >= w->until)
@@ -541,10 +558,11 @@ static int compare_double(const void *a, const void *b)
 static int report(const worker *workers, int n_workers, int connections, double elapsed,
                   long *answered, long *failed_out)
 {
-    long ok = 0, failed = 0;
+    long ok = 0, failed = 0, firsts = 0;
     size_t n = 0;
     for (int k = 0; k < n_workers; k++) {
         ok += workers[k].ok;
+        firsts += workers[k].firsts;
         failed += workers[k].failed;
         n += workers[k].n_samples;
     }
@@ -567,6 +585,9 @@ static int report(const worker *workers, int n_workers, int connections, double 
         printf("  latency ms: p10 %.2f  p90 %.2f  p95 %.2f  p99.9 %.2f  max %.2f\n",
                all[n / 10] * 1e3, all[(n * 90) / 100] * 1e3, all[(n * 95) / 100] * 1e3,
                all[(n * 999) / 1000] * 1e3, all[n - 1] * 1e3);
+    if (!health_only && ok > 0) /* what the case's purchases were: see the file's head */
+        printf("  members: %ld of the %ld purchases enrolled theirs (%.1f%%)\n", firsts, ok,
+               100.0 * (double)firsts / (double)ok);
     fflush(stdout);
     free(all);
     *answered = ok;
@@ -723,6 +744,11 @@ int main(int argc, char **argv)
                 INSTANCES_MAX, CLIENT_THREADS_MAX);
         return 2;
     }
+    members_seen = calloc((size_t)n_members / 8 + 1, 1);
+    if (members_seen == NULL) {
+        perror("bench_http: calloc");
+        return 1;
+    }
     char db[600];
     snprintf(db, sizeof(db), "sqlite:%s/bench-http.db", argv[3]);
     if (pg != NULL)
@@ -737,6 +763,7 @@ int main(int argc, char **argv)
         if (pids[k] < 0 || ports[k] <= 0) {
             fprintf(stderr, "bench_http: server %d did not start\n", k);
             (void)stop_servers(pids, k + (pids[k] > 0)); /* those started, and a half-started one */
+            free(members_seen);
             return 1;
         }
         printf("server pid %d on port %d\n", (int)pids[k], ports[k]);
@@ -764,5 +791,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_http: %d connections: requests failed\n", cases[i]);
     }
     wrong |= stop_servers(pids, n) > 0;
+    free(members_seen);
     return wrong ? 1 : 0;
 }
