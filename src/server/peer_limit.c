@@ -130,8 +130,6 @@ void pgw_peer_limit_release(pgw_peer_limit *l, const pgw_prefix *addr)
     size_t i = find(l, &k);
     /* released once, after a take that counted it */
     PGW_ASSERT(i < SLOTS && l->slots[i].held > 0);
-    if (i == SLOTS || l->slots[i].held == 0)
-        return;
     if (--l->slots[i].held > 0)
         return;
     PGW_ASSERT(l->used > 0);
