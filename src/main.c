@@ -797,23 +797,6 @@ typedef struct serve_lock {
     char path[PATH_MAX];
 } serve_lock;
 
-/* `path` whole, through links; a file not made yet by its folder's whole
- * path (two serves starting a new database by two paths lock one file). */
-static bool whole_path(const char *path, char whole[PATH_MAX])
-{
-    if (realpath(path, whole) != NULL)
-        return true;
-    const char *slash = strrchr(path, '/');
-    char dir[PATH_MAX];
-    if (!pgw_path_folder(path, dir, sizeof(dir)))
-        return false;
-    char real_dir[PATH_MAX];
-    const char *name = slash ? slash + 1 : path;
-    return realpath(dir, real_dir) != NULL &&
-           snprintf(whole, PATH_MAX, "%s/%s", strcmp(real_dir, "/") == 0 ? "" : real_dir, name) <
-               PATH_MAX;
-}
-
 /* Takes the lock of the sqlite: database `url` into *lock; false after
  * saying why serve must not start (another serve holds it, or it cannot be
  * taken). No lock file can be made where the database's folder is not
@@ -826,7 +809,7 @@ static bool take_serve_lock(const char *url, serve_lock *lock)
     if (file == NULL)
         return true;
     char whole[PATH_MAX]; /* one file by every path to it */
-    if (!whole_path(file, whole))
+    if (!pgw_path_whole(file, whole))
         snprintf(whole, sizeof(whole), "%s", file);
     int n = snprintf(lock->path, sizeof(lock->path), "%s" PGW_STORE_SERVE_LOCK_SUFFIX, whole);
     if (n < 0 || (size_t)n >= sizeof(lock->path)) {

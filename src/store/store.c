@@ -2623,26 +2623,18 @@ static int blame_damage(pgw_store *s, const char *out, int rc, pgw_err *err)
         s->path, why, out);
 }
 
-PGW_STATIC_ASSERT(BACKUP_PATH_MAX < PATH_MAX, "a backup's folder fits names_the_database's");
-
 /* Whether `path` would land on the database `db` or one of its companion
  * files: renamed over them, the copy met the old WAL, and the log was lost.
- * By name (a companion may not exist yet) and by inode (a hard link). The
- * folder is pgw_path_folder's, as every folder the store cuts from a path:
- * dirname(3) may write into its argument and need not be thread-safe, and
- * it cut "a/b/" to "a" where the name after the last '/' is "". */
+ * By name (a companion may not exist yet) and by inode (a hard link), the
+ * name made whole as serve's lock makes it (util/path.h pgw_path_whole). */
 static bool names_the_database(const char *path, const char *db)
 {
-    char real_db[PATH_MAX], dir[PATH_MAX], real_dir[PATH_MAX], out[2 * PATH_MAX];
+    char real_db[PATH_MAX], out[PATH_MAX];
     struct stat a, b;
     if (stat(path, &a) == 0 && stat(db, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
         return true;
-    bool fits = pgw_path_folder(path, dir, sizeof(dir));
-    PGW_ASSERT(fits); /* backup_target: a path is at most BACKUP_PATH_MAX */
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    if (realpath(db, real_db) == NULL || realpath(dir, real_dir) == NULL)
+    if (realpath(db, real_db) == NULL || !pgw_path_whole(path, out))
         return false; /* no database there: pgw_sql_open says so */
-    snprintf(out, sizeof(out), "%s/%s", real_dir, base);
     static const char *const companions[] = {"",
                                              "-wal",
                                              "-shm",

@@ -3,6 +3,8 @@
  */
 #include "util/path.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool pgw_path_folder(const char *path, char *out, size_t cap)
@@ -18,4 +20,17 @@ bool pgw_path_folder(const char *path, char *out, size_t cap)
     memcpy(out, folder, n);
     out[n] = '\0';
     return true;
+}
+
+bool pgw_path_whole(const char *path, char whole[PATH_MAX])
+{
+    if (realpath(path, whole) != NULL)
+        return true;
+    char dir[PATH_MAX], real_dir[PATH_MAX];
+    if (!pgw_path_folder(path, dir, sizeof(dir)) || realpath(dir, real_dir) == NULL)
+        return false;
+    const char *slash = strrchr(path, '/');
+    const char *name = slash != NULL ? slash + 1 : path;
+    return snprintf(whole, PATH_MAX, "%s/%s", strcmp(real_dir, "/") == 0 ? "" : real_dir, name) <
+           PATH_MAX;
 }

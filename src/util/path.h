@@ -1,11 +1,13 @@
 /*
  * path.h - the folder a file path names, for the checks SQLite's files
  * need (its -wal and -shm are made beside the database, so the folder
- * must be writable, and have room).
+ * must be writable, and have room), and a path made whole, for telling
+ * two paths to one file apart from two files.
  */
 #ifndef PGW_UTIL_PATH_H
 #define PGW_UTIL_PATH_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -15,5 +17,12 @@
  * and `out` "", when it does not fit in cap.
  */
 bool pgw_path_folder(const char *path, char *out, size_t cap);
+
+/*
+ * `path` absolute, through links (realpath(3)); a file not made yet by its
+ * folder's whole path and its own name ("/" and "x": "/x"). False when
+ * neither resolves, or the result does not fit PATH_MAX.
+ */
+bool pgw_path_whole(const char *path, char whole[PATH_MAX]);
 
 #endif

@@ -1,12 +1,18 @@
 /*
  * test_path.c - the folder of a path: a bare name, the root, nested and
- * trailing slashes, and a folder too long for its buffer.
+ * trailing slashes, and a folder too long for its buffer; a path made
+ * whole, of a file there or not made yet.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "util/path.h"
 
@@ -45,11 +51,43 @@ static void test_too_long_for_the_buffer(void **state)
     assert_false(pgw_path_folder("f", out, 0));
 }
 
+/* One file by every path to it, made or not; the root's files with one
+ * slash; a folder that is not there: false. */
+static void test_whole_paths(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgw-path-XXXXXX", real_dir[PATH_MAX], whole[PATH_MAX], want[PATH_MAX + 16];
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(realpath(dir, real_dir));
+    char made[PATH_MAX], link_path[PATH_MAX], odd[PATH_MAX];
+    snprintf(made, sizeof(made), "%s/made.db", dir);
+    FILE *f = fopen(made, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(link_path, sizeof(link_path), "%s/link.db", dir);
+    assert_int_equal(symlink(made, link_path), 0);
+    snprintf(want, sizeof(want), "%s/made.db", real_dir);
+    assert_true(pgw_path_whole(link_path, whole)); /* through the link */
+    assert_string_equal(whole, want);
+    snprintf(odd, sizeof(odd), "%s/./made.db-wal", dir); /* not made yet */
+    snprintf(want, sizeof(want), "%s/made.db-wal", real_dir);
+    assert_true(pgw_path_whole(odd, whole));
+    assert_string_equal(whole, want);
+    assert_true(pgw_path_whole("/pgw-not-there-at-the-root", whole));
+    assert_string_equal(whole, "/pgw-not-there-at-the-root");
+    snprintf(odd, sizeof(odd), "%s/no-such-folder/x.db", dir);
+    assert_false(pgw_path_whole(odd, whole));
+    unlink(link_path);
+    unlink(made);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_folders),
         cmocka_unit_test(test_too_long_for_the_buffer),
+        cmocka_unit_test(test_whole_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
