@@ -52,8 +52,9 @@ enum { PGW_SQL_DONE = 0, PGW_SQL_ROW = 1 };
 
 /* Longest URL pgw_sql_open takes (a SQLite path up to 7 bytes shorter). */
 #define PGW_SQL_URL_MAX 512
-/* Most parameters one statement takes, and longest blob a column returns. */
-#define PGW_SQL_PARAMS_MAX 16
+/* Most parameters one statement takes (the insert of a transfer 17), and
+ * longest blob a column returns. */
+#define PGW_SQL_PARAMS_MAX 20
 #define PGW_SQL_BLOB_MAX   128
 
 /*
