@@ -94,6 +94,16 @@
 #define TRANSFER_COLUMNS                                                                           \
     "id, kind, idem_key, fingerprint, debit, credit, points, shop_id, channel, occurred_at,"       \
     " recorded_at_us, reference, breakdown, prev_hash, hash"
+/* Each member side of a transfer, and the transfer it links (schema 39). */
+#define MEMBER_SIDES                                                                               \
+    "SELECT id, debit AS account, debit_prev AS prev FROM transfers WHERE debit LIKE 'member:%'"   \
+    " UNION ALL SELECT id, credit, credit_prev FROM transfers WHERE credit LIKE 'member:%'"
+/* TRANSFER_COLUMNS of transfers `t` (ST_HISTORY's). */
+#define HISTORY_COLUMNS                                                                            \
+    "t.id, t.kind, t.idem_key, t.fingerprint, t.debit, t.credit, t.points, t.shop_id, t.channel,"  \
+    " t.occurred_at, t.recorded_at_us, t.reference, t.breakdown, t.prev_hash, t.hash"
+/* The transfer before transfers `t` in the history of account ?1. */
+#define CHAIN_NEXT "CASE WHEN t.credit = ?1 THEN t.credit_prev ELSE t.debit_prev END"
 /* The columns read into a pgw_hold_record, in row_to_hold()'s order. */
 #define HOLD_COLUMNS                                                                               \
     "id, member, shop_id, points, captured, state, deadline, created_at, capture_transfer"
@@ -113,6 +123,7 @@
 /* Every statement, prepared once at open (SQLITE_PREPARE_PERSISTENT). */
 enum {
     ST_INSERT_TRANSFER,
+    ST_LINK_TRANSFER,
     ST_SELECT_HEAD,
     ST_SELECT_PAGE,
     ST_INSERT_KEY,
@@ -419,10 +430,21 @@ static const char INSERT_KEY_AFTER_RECORD[] =
     INSERT_KEY("currval(pg_get_serial_sequence('key_records', 'id'))");
 
 static const char *const STATEMENTS[ST_COUNT] = {
+    /* Each member side linked to its member's newest transfer (schema 39:
+     * a member's history is a chain; ?16 and ?17 are the debit's and the
+     * credit's member ids, NULL for other accounts). */
     [ST_INSERT_TRANSFER] =
         "INSERT INTO transfers (id, kind, idem_key, fingerprint, debit, credit, points, shop_id,"
-        " channel, occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        " channel, occurred_at, recorded_at_us, reference, breakdown, prev_hash, hash,"
+        " debit_prev, credit_prev)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+        " (SELECT last_transfer FROM members WHERE id = ?16),"
+        " (SELECT last_transfer FROM members WHERE id = ?17))",
+    /* A member first seen in a transfer gets its row here (its other
+     * columns then written by ST_ADD_MEMBER or ST_PUT_MEMBER, upserts). */
+    [ST_LINK_TRANSFER] = "INSERT INTO members (id, created_at_us, last_transfer)"
+                         " VALUES (?1, ?2, ?3) ON CONFLICT (id)"
+                         " DO UPDATE SET last_transfer = excluded.last_transfer",
     [ST_SELECT_HEAD] = "SELECT id, hash FROM transfers ORDER BY id DESC LIMIT 1",
     [ST_SELECT_PAGE] =
         "SELECT " TRANSFER_COLUMNS " FROM transfers WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -623,15 +645,36 @@ static const char *const STATEMENTS[ST_COUNT] = {
      * write transactions of every instance take the chain lock in turn). */
     [ST_ADD_MEMBER] = "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
                       " followed, last_sign_in, sign_in_streak, lots_left, lots_held)"
-                      " VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6, ?8, ?9)",
+                      " VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6, ?8, ?9) ON CONFLICT (id)"
+                      " DO UPDATE SET created_at_us = excluded.created_at_us,"
+                      " purchased = excluded.purchased, registered = excluded.registered,"
+                      " followed = excluded.followed, last_sign_in = excluded.last_sign_in,"
+                      " sign_in_streak = excluded.sign_in_streak,"
+                      " lots_left = members.lots_left + excluded.lots_left,"
+                      " lots_held = members.lots_held + excluded.lots_held",
     [ST_SELECT_ANSWER] = "SELECT r.answer FROM idempotency i JOIN key_records r"
                          " ON r.id = i.record WHERE i.key = ?1",
+    /* A page of one member's history (?1 its account, ?4 its id), newest
+     * first, ids below ?2, ?3 at most: a walk down its chain (schema 39),
+     * each step a read by id. It starts after the cursor's transfer when
+     * that is on this chain (the page before ended there), else at the
+     * member's newest, passing what is not below ?2 (the cursor of a
+     * page of a merged member's history, or none). `shown` counts the
+     * steps below ?2; the walk ends at ?3 of them. CROSS JOIN keeps
+     * SQLite reading the chain first, not the log in id order. */
     [ST_HISTORY] =
-        "SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE credit = ?1"
-        "  AND credit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS c"
-        " UNION ALL SELECT * FROM (SELECT " TRANSFER_COLUMNS " FROM transfers WHERE debit = ?1"
-        "  AND debit LIKE 'member:%' AND id < ?2 ORDER BY id DESC LIMIT ?3) AS d"
-        " ORDER BY id DESC LIMIT ?3",
+        "WITH RECURSIVE chain (id, shown) AS ("
+        " SELECT start, CASE WHEN start < ?2 THEN 1 ELSE 0 END FROM ("
+        "  SELECT CASE WHEN cur.credit = ?1 THEN cur.credit_prev"
+        "  WHEN cur.debit = ?1 THEN cur.debit_prev ELSE m.last_transfer END AS start"
+        "  FROM members m LEFT JOIN transfers cur ON cur.id = ?2 WHERE m.id = ?4) AS first"
+        " WHERE start IS NOT NULL"
+        " UNION ALL SELECT " CHAIN_NEXT ", c.shown + CASE WHEN " CHAIN_NEXT
+        " < ?2 THEN 1 ELSE 0 END"
+        " FROM chain c CROSS JOIN transfers t WHERE t.id = c.id AND c.shown < ?3"
+        " AND " CHAIN_NEXT " IS NOT NULL)"
+        " SELECT " HISTORY_COLUMNS " FROM chain c CROSS JOIN transfers t"
+        " WHERE t.id = c.id AND c.id < ?2 ORDER BY c.id DESC LIMIT ?3",
     [ST_FIND_IDENTITY] =
         "SELECT member FROM identities WHERE kind = ?1 AND scope = ?2 AND lookup = ?3",
     [ST_BIND_IDENTITY] = "INSERT INTO identities (kind, scope, lookup, member, sealed,"
@@ -1577,6 +1620,43 @@ static const char *const MIGRATIONS[PGW_STORE_SCHEMA_VERSION] = {
      * expired by a run as of 5 March left the member's balance by date at
      * -30 from 5 to 10 March. 0: none came back since the upgrade. */
     "ALTER TABLE lots ADD COLUMN back_at INTEGER NOT NULL DEFAULT 0;",
+    /* 39: a member's history is a chain through the log, no longer two
+     * indexes keyed by member (transfers_member_credit, _debit). Every
+     * purchase added an entry at its member's place in the first: once
+     * the index had grown, a leaf of its own rewritten into the WAL per
+     * purchase (bench/RESULTS.md, 2026-12-04: 9.8% more purchases a
+     * second without it). Now each member side of a transfer names the
+     * member's transfer before it (debit_prev, credit_prev: NULL for
+     * the first, and for an account that is no member's) and the
+     * member's row its newest (last_transfer), a row a purchase rewrites
+     * anyway. The heads are read through the old indexes before they go;
+     * the links by one pass over the log. Merges (rare) keep an index
+     * each way of their own, for the lookups of kind 6 (MERGE_OF). The
+     * same rows (a merge is between members), but each condition names
+     * its side, so that PostgreSQL does not read one index for the other
+     * side's question. */
+    "ALTER TABLE transfers ADD COLUMN debit_prev INTEGER;"
+    "ALTER TABLE transfers ADD COLUMN credit_prev INTEGER;"
+    "ALTER TABLE members ADD COLUMN last_transfer INTEGER;"
+    "UPDATE members SET last_transfer = (SELECT MAX(newest) FROM ("
+    " SELECT MAX(id) AS newest FROM transfers WHERE credit = 'member:' || members.id"
+    " AND credit LIKE 'member:%'"
+    " UNION ALL SELECT MAX(id) FROM transfers WHERE debit = 'member:' || members.id"
+    " AND debit LIKE 'member:%') AS sides);"
+    "UPDATE transfers SET debit_prev = l.debit_prev, credit_prev = l.credit_prev FROM ("
+    " SELECT id, MAX(CASE WHEN side = 0 THEN prev END) AS debit_prev,"
+    " MAX(CASE WHEN side = 1 THEN prev END) AS credit_prev FROM ("
+    " SELECT id, side, LAG(id) OVER (PARTITION BY account ORDER BY id) AS prev FROM ("
+    " SELECT id, 0 AS side, debit AS account FROM transfers WHERE debit LIKE 'member:%'"
+    " UNION ALL SELECT id, 1, credit FROM transfers WHERE credit LIKE 'member:%') AS sides"
+    " ) AS linked GROUP BY id) AS l"
+    " WHERE l.id = transfers.id AND (l.debit_prev IS NOT NULL OR l.credit_prev IS NOT NULL);"
+    "DROP INDEX transfers_member_credit;"
+    "DROP INDEX transfers_member_debit;"
+    "CREATE INDEX transfers_merges_in ON transfers (credit)"
+    " WHERE kind = 6 AND credit LIKE 'member:%';"
+    "CREATE INDEX transfers_merges_out ON transfers (debit)"
+    " WHERE kind = 6 AND debit LIKE 'member:%';",
 };
 
 /* A store call failed `what`ing: PGW_EIO, or PGW_EUNAVAILABLE (worth a
@@ -3213,6 +3293,54 @@ static void bind_transfer(pgw_sql_stmt *st, const pgw_transfer *t)
     pgw_sql_bind_blob(st, 15, t->hash, PGW_HASH_LEN);
 }
 
+/* The member an account is (member:<id>), or NULL for any other account. */
+static const char *account_member(const char *account)
+{
+    return strncmp(account, "member:", 7) == 0 ? account + 7 : NULL;
+}
+
+static void bind_member_or_null(pgw_sql_stmt *st, int i, const char *member)
+{
+    if (member != NULL)
+        pgw_sql_bind_text(st, i, member);
+    else
+        pgw_sql_bind_null(st, i);
+}
+
+/* Transfer `id` the newest of `member`'s history, the member's row made
+ * if this is its first (ST_LINK_TRANSFER). */
+static int link_member(pgw_store *s, const char *member, const pgw_transfer *t, pgw_err *err)
+{
+    pgw_sql_stmt *st = s->st[ST_LINK_TRANSFER];
+    pgw_sql_bind_text(st, 1, member);
+    pgw_sql_bind_int64(st, 2, t->recorded_at_us);
+    pgw_sql_bind_int64(st, 3, t->id);
+    return send_done(s, st, "linking a transfer to its member's history", err);
+}
+
+/*
+ * Appends a transfer to its members' histories as it goes into the log:
+ * each member side links the member's newest transfer before it, and the
+ * member's row (which a purchase rewrites anyway, its lots' sums) points
+ * at the new one. A member's history is read by walking that chain
+ * (ST_HISTORY), not from an index keyed by member, whose entry every
+ * purchase added at a random place, a page of the WAL each (schema 39).
+ */
+static int insert_linked(pgw_store *s, const pgw_transfer *t, pgw_err *err)
+{
+    const char *debit = account_member(t->debit), *credit = account_member(t->credit);
+    pgw_sql_stmt *st = s->st[ST_INSERT_TRANSFER];
+    bind_transfer(st, t);
+    bind_member_or_null(st, 16, debit);
+    bind_member_or_null(st, 17, credit);
+    int rc = send_done(s, st, "appending a transfer", err);
+    if (rc == PGW_OK && debit != NULL)
+        rc = link_member(s, debit, t, err);
+    if (rc == PGW_OK && credit != NULL)
+        rc = link_member(s, credit, t, err);
+    return rc;
+}
+
 int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
 {
     PGW_ASSERT(pgw_sql_in_transaction(s->db)); /* only inside a transaction */
@@ -3233,10 +3361,9 @@ int pgw_store_append_transfer(pgw_store *s, pgw_transfer *t, pgw_err *err)
     rc = pgw_transfer_link(t, s->head_hash, err);
     if (rc != PGW_OK)
         return rc;
-    bind_transfer(s->st[ST_INSERT_TRANSFER], t);
     /* Sent: should it fail, the command fails and its undoing forgets the
      * cached head (pgw_store_rollback_to). */
-    rc = send_done(s, s->st[ST_INSERT_TRANSFER], "appending a transfer", err);
+    rc = insert_linked(s, t, err);
     if (rc != PGW_OK) {
         s->head_cached = false;
         return rc;
@@ -3481,6 +3608,34 @@ static int verify_members(pgw_store *s, pgw_verify_report *r, pgw_err *err)
  * integers into floating point.
  */
 static const char *const INVARIANTS[] = {
+    /* Members' histories (schema 39): each member side of a transfer
+     * links the member's transfer before it, and no other side links
+     * anything; each member's row names its newest, which is its own.
+     * (An account member:<id> without a member's row has no chain to
+     * check: the gateway makes the row with the member's first transfer,
+     * so only a log written by other means has one.) */
+    "WITH linked AS (SELECT id, account, prev, LAG(id) OVER (PARTITION BY account ORDER BY id)"
+    "  AS want FROM (" MEMBER_SIDES ") AS sides)"
+    " SELECT format('transfer %s: links %s''s history to transfer %s, not %s', id, account,"
+    "  COALESCE(CAST(prev AS TEXT), 'none'), COALESCE(CAST(want AS TEXT), 'none'))"
+    " FROM linked WHERE prev IS DISTINCT FROM want"
+    " AND EXISTS (SELECT 1 FROM members WHERE id = substr(account, 8)) ORDER BY id LIMIT 1",
+    "SELECT CASE WHEN debit_prev IS NOT NULL AND debit NOT LIKE 'member:%'"
+    "  THEN format('transfer %s: links %s''s history to transfer %s, but it is no member',"
+    "  id, debit, debit_prev)"
+    "  ELSE format('transfer %s: links %s''s history to transfer %s, but it is no member',"
+    "  id, credit, credit_prev) END"
+    " FROM transfers WHERE (debit_prev IS NOT NULL AND debit NOT LIKE 'member:%')"
+    " OR (credit_prev IS NOT NULL AND credit NOT LIKE 'member:%') ORDER BY id LIMIT 1",
+    "SELECT format('member %s: its newest transfer is %s, but its row names %s', m.id,"
+    "  h.newest, COALESCE(CAST(m.last_transfer AS TEXT), 'none'))"
+    " FROM (SELECT account, MAX(id) AS newest FROM (" MEMBER_SIDES ") AS sides GROUP BY account) h"
+    " JOIN members m ON m.id = substr(h.account, 8)"
+    " WHERE m.last_transfer IS DISTINCT FROM h.newest LIMIT 1",
+    "SELECT format('member %s: its row names transfer %s as its newest, which is not its own',"
+    "  m.id, m.last_transfer) FROM members m WHERE m.last_transfer IS NOT NULL AND NOT EXISTS"
+    " (SELECT 1 FROM transfers t WHERE t.id = m.last_transfer"
+    "  AND (t.debit = 'member:' || m.id OR t.credit = 'member:' || m.id)) LIMIT 1",
     "SELECT format('member %s: its lots keep %s points and hold %s, but its row counts %s and %s',"
     "  m.id, COALESCE(s.l, 0), COALESCE(s.h, 0), m.lots_left, m.lots_held)"
     " FROM members m LEFT JOIN (SELECT member, SUM(left_points) l, SUM(held) h FROM lots"
@@ -4402,6 +4557,7 @@ static int account_history(pgw_store *s, const char *member, int64_t before_id, 
     pgw_sql_bind_text(st, 1, account);
     pgw_sql_bind_int64(st, 2, before_id > 0 ? before_id : INT64_MAX);
     pgw_sql_bind_int64(st, 3, (int64_t)cap);
+    pgw_sql_bind_text(st, 4, member);
     return read_rows(s, st, transfer_row, out, sizeof(*out), cap, n, "reading a member's history",
                      err);
 }
@@ -4613,9 +4769,9 @@ int pgw_store_merged_into(pgw_store *s, const char *member, char into[PGW_ID_MAX
     return one_member_id(s, st, member, "merged_into", into, "reading a merge", err);
 }
 
-/* The newest merge into a member's account: by the member's history
- * (transfers_member_credit, whose condition the query repeats so that
- * either database may use it), not the whole log. */
+/* The newest merge into a member's account: by the merges' index
+ * (transfers_merges_in, whose condition the query repeats so that either
+ * database may use it), not the whole log. */
 #define MERGED_IN_AT                                                                               \
     "SELECT COALESCE(MAX(occurred_at), 0) FROM transfers WHERE credit = ?1"                        \
     " AND credit LIKE 'member:%' AND kind = 6"
@@ -4639,7 +4795,7 @@ int pgw_store_merged_in_at(pgw_store *s, const char *member, int64_t *at, pgw_er
 
 /* The merge that took a member into another: the MERGE transfer its
  * merge wrote (reference merge:<member>), on whichever side the member's
- * balance put it, each side read by its history index. */
+ * balance put it, each side read by its merges' index. */
 #define MERGE_OF                                                                                   \
     "SELECT occurred_at, debit, credit FROM transfers WHERE debit = ?1"                            \
     " AND debit LIKE 'member:%' AND kind = 6 AND reference = ?2"                                   \
@@ -6798,11 +6954,9 @@ const char *pgw_store__statement_for_test(pgw_store *s, const char *name)
     static const struct {
         const char *name;
         int id;
-    } named[] = {{"member_figures", ST_MEMBER_FIGURES},
-                 {"spendable_lots", ST_SPENDABLE_LOTS},
-                 {"expiring", ST_EXPIRING},
-                 {"hurry_arrivals", ST_HURRY_ARRIVALS},
-                 {"insert_notice", ST_INSERT_NOTICE}};
+    } named[] = {{"member_figures", ST_MEMBER_FIGURES}, {"history", ST_HISTORY},
+                 {"spendable_lots", ST_SPENDABLE_LOTS}, {"expiring", ST_EXPIRING},
+                 {"hurry_arrivals", ST_HURRY_ARRIVALS}, {"insert_notice", ST_INSERT_NOTICE}};
     for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
         if (strcmp(named[i].name, name) == 0)
             return pgw_sql_text(s->st[named[i].id]);

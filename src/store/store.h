@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; see store.c (MIGRATIONS) for the migrations. */
-#define PGW_STORE_SCHEMA_VERSION 38
+#define PGW_STORE_SCHEMA_VERSION 39
 /* Longest database URL accepted (sql.h's PGW_SQL_URL_MAX, the same). */
 #define PGW_STORE_URL_MAX 512
 /* What serve's lock file adds to its SQLite database's path (main.c):
@@ -190,7 +190,12 @@ int pgw_store_sync(pgw_store *store, pgw_err *err);
  * next sequence number), links it after the last entry (t->prev_hash,
  * t->hash) and inserts it. Every other field must be filled and valid
  * (pgw_transfer_validate). The chain head is read inside the transaction,
- * so appends serialise on it.
+ * so appends serialise on it. Each side that is a member's account
+ * (member:<id>) also links it into that member's history, the member's
+ * row made (its columns' defaults) when it has none yet: the row holds
+ * the history's newest transfer, and a new member's row is written after
+ * its first points (pgw_store_add_member, pgw_store_put_member: both
+ * upsert).
  */
 int pgw_store_append_transfer(pgw_store *store, pgw_transfer *t, pgw_err *err);
 
@@ -289,7 +294,10 @@ struct pgw_verify_report {
  * each lot and has not had back (spent_lots) is its REDEEM transfer's
  * points less its returns' (their keys return:<spend>/<id>), none below
  * 0, each lot its member's or that member's survivor's; a spend with no
- * rows (made before schema 37) is not checked unless it has returns. On
+ * rows (made before schema 37) is not checked unless it has returns;
+ * each member's history (schema 39) links every transfer of the member
+ * to the one before it, nothing else, and the member's row names its
+ * newest. On
  * the chain's walk, no transfer after a close's chain head
  * is dated before that close (pgw_store_close_period): a period closed
  * stayed closed. Last, on SQLite, the file's own
@@ -552,7 +560,10 @@ int pgw_store_merged_members(pgw_store *store, const char *member, char (*out)[P
 /* Up to `cap` of a member's transfers (either side) with id < before_id (0:
  * the newest), newest first, with those of the members merged into it (up
  * to PGW_HISTORY_MERGED_MAX of them, lowest ids first): one person's
- * history, whichever identity earned it. */
+ * history, whichever identity earned it. Each account's page is a walk
+ * down its chain (schema 39) from before_id's transfer when that is the
+ * account's (a page's cursor), else from its newest: a merged member's
+ * page may walk past the transfers newer than before_id. */
 int pgw_store_member_history(pgw_store *store, const char *member, int64_t before_id,
                              pgw_transfer *out, size_t cap, size_t *n, pgw_err *err);
 
@@ -1119,6 +1130,8 @@ int pgw_store_set_member_flags(pgw_store *store, const char *member,
                                const pgw_member_activity *activity, pgw_err *err);
 /* Creates a member without debt, with those flags and streak: one
  * statement where pgw_store_put_member and the flags would take two.
+ * A row its first transfer made (pgw_store_append_transfer) takes them
+ * and the lot's sums; the caller read no member there before that.
  * `first_lot`: NULL, or the member's first lot, inserted after it as
  * pgw_store_insert_lot does, its points in the member's sums as the row
  * is written (not one statement more to add them). */

@@ -54,7 +54,8 @@ static void make_command(pgw_command *cmd, const char *key)
         t->kind = PGW_TRANSFER_EARN;
         snprintf(t->idem_key, sizeof(t->idem_key), "%s", key);
         snprintf(t->debit, sizeof(t->debit), i == 0 ? "shop:S001:issued" : "mall:campaigns");
-        snprintf(t->credit, sizeof(t->credit), "member:M1");
+        /* no member: these earn no lots, which verify holds a member to */
+        snprintf(t->credit, sizeof(t->credit), "system:pool");
         t->points = 10;
         snprintf(t->channel, sizeof(t->channel), "store");
     }

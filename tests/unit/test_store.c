@@ -51,7 +51,7 @@ static pgw_transfer sample(int i)
     snprintf(t.idem_key, sizeof(t.idem_key), "store:S001:E%d", i);
     t.fingerprint[i % 32] = (uint8_t)(i + 1);
     snprintf(t.debit, sizeof(t.debit), "shop:S00%d:issued", 1 + i % 3);
-    snprintf(t.credit, sizeof(t.credit), "member:M%d", i % 7);
+    snprintf(t.credit, sizeof(t.credit), "system:pool%d", i % 7);
     t.points = 1 + i % 500;
     strcpy(t.shop_id, "S001");
     strcpy(t.channel, "store");
@@ -764,9 +764,25 @@ static int64_t raw_int(const db_fixture *f, const char *sql)
     return v;
 }
 
+/* Schema 38: members' histories read by two indexes, no chain. */
+static void back_to_schema_38(const db_fixture *f)
+{
+    step_back(f,
+              "DROP INDEX transfers_merges_in; DROP INDEX transfers_merges_out;"
+              " ALTER TABLE transfers DROP COLUMN debit_prev;"
+              " ALTER TABLE transfers DROP COLUMN credit_prev;"
+              " ALTER TABLE members DROP COLUMN last_transfer;"
+              " CREATE INDEX transfers_member_credit ON transfers (credit, id)"
+              " WHERE credit LIKE 'member:%';"
+              " CREATE INDEX transfers_member_debit ON transfers (debit, id)"
+              " WHERE debit LIKE 'member:%'",
+              38);
+}
+
 /* Schema 37: no lot remembers when points came back to it. */
 static void back_to_schema_37(const db_fixture *f)
 {
+    back_to_schema_38(f);
     step_back(f, "ALTER TABLE lots DROP COLUMN back_at", 37);
 }
 
@@ -1278,20 +1294,15 @@ static void expect_live_lots_read(const db_fixture *f, pgw_store *s)
     sqlite3_close(db);
 }
 
-/*
- * An expiry of a lot a merge brought reads the newest merge into its
- * member (command.c date_expiry) through the member's history index.
- * Regression: without the index's own condition (credit LIKE 'member:%')
- * neither database could use the partial index, and each such expiry
- * read the whole log.
- */
-/* How many of `indexes` (NULL-ended) the plan of statement `name` names. */
-static int plan_uses(const db_fixture *f, pgw_store *s, const char *name,
-                     const char *const *indexes)
+/* How many of `indexes` (NULL-ended; or any text of the plan's lines,
+ * each ending in a newline) the plan of statement `name` names, its
+ * parameters bound to `values` (NULL: each "member:M1"). */
+static int plan_uses_with(const db_fixture *f, pgw_store *s, const char *name,
+                          const char *const *values, const char *const *indexes)
 {
     const char *sql = pgw_store__statement_for_test(s, name);
     assert_non_null(sql);
-    char explain[1024];
+    char explain[2048];
     assert_true(snprintf(explain, sizeof(explain), "%s %s",
                          f->pg ? "EXPLAIN" : "EXPLAIN QUERY PLAN", sql) < (int)sizeof(explain));
     pgw_sql *db = NULL;
@@ -1303,17 +1314,27 @@ static int plan_uses(const db_fixture *f, pgw_store *s, const char *name,
         (f->pg && pgw_sql_exec(db, "SET enable_seqscan = off", "planning", &err) != PGW_OK) ||
         pgw_sql_prepare(db, explain, false, &st, &err) != PGW_OK)
         fail_msg("%s", err.msg);
-    for (int i = 1; i <= pgw_sql_param_count(st); i++)
-        pgw_sql_bind_text(st, i, "member:M1");
+    for (int i = 1; i <= pgw_sql_param_count(st); i++) { /* digits: an integer */
+        const char *v = values != NULL ? values[i - 1] : "member:M1";
+        if (strspn(v, "0123456789") == strlen(v))
+            pgw_sql_bind_int64(st, i, strtoll(v, NULL, 10));
+        else
+            pgw_sql_bind_text(st, i, v);
+    }
     char plan[4096] = "";
     size_t len = 0;
-    while (pgw_sql_step(st) == PGW_SQL_ROW) {
+    int step;
+    while ((step = pgw_sql_step(st)) == PGW_SQL_ROW) {
         const char *line = pgw_sql_column_text(st, f->pg ? 0 : 3);
         int n = snprintf(plan + len, sizeof(plan) - len, "%s\n", line ? line : "");
         assert_true(n >= 0 && (size_t)n < sizeof(plan) - len);
         len += (size_t)n;
     }
+    if (step != PGW_SQL_DONE || len == 0)
+        fail_msg("no plan for %s: %s", name, pgw_sql_errmsg(db));
     pgw_sql_finalize(st);
+    if (getenv("PGW_TEST_SHOW_PLANS"))
+        print_message("%s", plan);
     int used = 0;
     for (int i = 0; indexes[i] != NULL; i++)
         used += strstr(plan, indexes[i]) != NULL;
@@ -1321,16 +1342,49 @@ static int plan_uses(const db_fixture *f, pgw_store *s, const char *name,
     return used;
 }
 
-static void test_a_members_merges_are_read_by_its_history(void **state)
+static int plan_uses(const db_fixture *f, pgw_store *s, const char *name,
+                     const char *const *indexes)
+{
+    return plan_uses_with(f, s, name, NULL, indexes);
+}
+
+/*
+ * An expiry of a lot a merge brought reads the newest merge into its
+ * member (command.c date_expiry) through the merges' index (before schema
+ * 39, the member's history index). Regression: without the index's own
+ * condition neither database could use the partial index, and each such
+ * expiry read the whole log.
+ */
+static void test_a_members_merges_are_read_by_their_index(void **state)
 {
     db_fixture *f = *state;
     pgw_store *s = open_store(f);
-    static const char *const credit[] = {"transfers_member_credit", NULL};
-    assert_int_equal(plan_uses(f, s, "merged_in_at", credit), 1);
+    static const char *const in[] = {"transfers_merges_in", NULL};
+    assert_int_equal(plan_uses(f, s, "merged_in_at", in), 1);
     /* The merge of one member (review of 77f6108: the merge that brought
      * a lot, not the newest), on either side of its transfer. */
-    static const char *const both[] = {"transfers_member_credit", "transfers_member_debit", NULL};
+    static const char *const both[] = {"transfers_merges_in", "transfers_merges_out", NULL};
     assert_int_equal(plan_uses(f, s, "merge_of", both), 2);
+    pgw_store_close(s);
+}
+
+/*
+ * A page of a member's history walks the member's chain (schema 39), each
+ * step a read by id: neither database scans the log, the members, or the
+ * chain's start (the cursor's transfer) to find it. (SQLite names a full
+ * scan "SCAN <alias>" alone on its line; PostgreSQL "Seq Scan on".)
+ */
+static void test_a_members_history_reads_no_table_whole(void **state)
+{
+    db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    static const char *const scans[] = {
+        "SCAN t\n", "SCAN cur\n", "SCAN m\n", "Seq Scan on transfers", "Seq Scan on members", NULL};
+    /* account, before, cap, member */
+    static const char *const page[] = {"member:M1", "90", "20", "M1"};
+    assert_int_equal(plan_uses_with(f, s, "history", page, scans), 0);
+    static const char *const by_id[] = {"INTEGER PRIMARY KEY", "transfers_pkey", NULL};
+    assert_int_equal(plan_uses_with(f, s, "history", page, by_id), 1);
     pgw_store_close(s);
 }
 
@@ -2424,7 +2478,7 @@ static void test_verify_pages_and_catches_tampering(void **state)
     assert_int_equal(pgw_store_verify(s, &r, &err), PGW_OK);
     assert_true(r.ok);
     assert_int_equal(r.transfers, 1300);
-    assert_int_equal(r.accounts, 10); /* 3 shops + 7 members */
+    assert_int_equal(r.accounts, 10); /* 3 shops + 7 pools */
     int64_t moved = 0;
     for (int i = 0; i < 1300; i++)
         moved += 1 + i % 500;
@@ -2441,8 +2495,8 @@ static void test_verify_pages_and_catches_tampering(void **state)
     } tampers[] = {
         {"UPDATE transfers SET points = points + 1 WHERE id = 777",
          "UPDATE transfers SET points = points - 1 WHERE id = 777", "hash mismatch", 777},
-        {"UPDATE transfers SET credit = 'member:M99' WHERE id = 5",
-         "UPDATE transfers SET credit = 'member:M4' WHERE id = 5", "hash mismatch", 5},
+        {"UPDATE transfers SET credit = 'system:pool99' WHERE id = 5",
+         "UPDATE transfers SET credit = 'system:pool4' WHERE id = 5", "hash mismatch", 5},
         {"UPDATE transfers SET id = 2000 WHERE id = 1300",
          "UPDATE transfers SET id = 1300 WHERE id = 2000", "expected id 1300", 2000},
     };
@@ -2464,6 +2518,64 @@ static void test_verify_pages_and_catches_tampering(void **state)
     pgw_store_close(s);
 }
 
+/* Members M0..M6 and HISTORY_N transfers between them or from a shop,
+ * picked at random (`seed`); mine[id]: whether transfer id is M0..M4's. */
+enum { HISTORY_N = 400, HISTORY_MEMBERS = 7, HISTORY_MERGED = 5 };
+
+static void random_histories(pgw_store *s, uint64_t seed, bool mine[HISTORY_N + 1])
+{
+    pgw_err err;
+    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
+    for (int m = 0; m < HISTORY_MEMBERS; m++) {
+        char id[8];
+        snprintf(id, sizeof(id), "M%d", m);
+        assert_int_equal(pgw_store_put_member(s, id, 0, 1, &err), PGW_OK);
+    }
+    uint64_t rng = seed;
+    for (int i = 0; i < HISTORY_N; i++) {
+        pgw_transfer t = sample(i);
+        int a = (int)rng_pick(&rng, 0, HISTORY_MEMBERS);
+        int b = (int)rng_pick(&rng, 0, HISTORY_MEMBERS - 1);
+        if (a < HISTORY_MEMBERS && a != b) /* else a shop pays member b */
+            snprintf(t.debit, sizeof(t.debit), "member:M%d", a);
+        snprintf(t.credit, sizeof(t.credit), "member:M%d", b);
+        if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
+            fail_msg("%s", err.msg);
+        mine[t.id] = (a < HISTORY_MERGED && a != b) || b < HISTORY_MERGED;
+    }
+    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+}
+
+/* Reads `member`'s history in pages of `cap` (at most 64) and checks that
+ * they list exactly the transfers `mine` marks, newest first. */
+static void check_history_pages(pgw_store *s, const char *member, const bool *mine, size_t cap)
+{
+    static pgw_transfer page[64];
+    assert_true(cap <= 64);
+    int64_t want = HISTORY_N + 1, before = 0;
+    size_t n = 0;
+    pgw_err err;
+    assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
+    do {
+        assert_int_equal(pgw_store_member_history(s, member, before, page, cap, &n, &err), PGW_OK);
+        for (size_t i = 0; i < n; i++) {
+            while (--want > 0 && !mine[want])
+                ;
+            if (page[i].id != want)
+                fail_msg("%s in pages of %zu: transfer %lld where %lld was due", member, cap,
+                         (long long)page[i].id, (long long)want);
+        }
+        before = n > 0 ? page[n - 1].id : before;
+    } while (n == cap);
+    while (--want > 0 && !mine[want])
+        ;
+    if (want != 0)
+        fail_msg("%s in pages of %zu: transfer %lld never listed", member, cap, (long long)want);
+    assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+}
+
+static const size_t HISTORY_PAGES[] = {1, 3, 7, 64};
+
 /*
  * A member's history holds the transfers of the members merged into it:
  * every page, at every size, is the newest of the accounts' union before
@@ -2474,53 +2586,60 @@ static void test_history_of_merged_members(void **state)
 {
     const db_fixture *f = *state;
     pgw_store *s = open_store(f);
-    pgw_err err;
-    enum { N = 400, MEMBERS = 7, MERGED = 5 }; /* M0 and M1..M4 merged into it */
-    assert_int_equal(pgw_store_begin(s, &err), PGW_OK);
-    for (int m = 0; m < MEMBERS; m++) {
-        char id[8];
-        snprintf(id, sizeof(id), "M%d", m);
-        assert_int_equal(pgw_store_put_member(s, id, 0, 1, &err), PGW_OK);
-    }
-    uint64_t rng = 7;
-    static bool mine[N + 1];
-    for (int i = 0; i < N; i++) {
-        pgw_transfer t = sample(i);
-        int a = (int)rng_pick(&rng, 0, MEMBERS), b = (int)rng_pick(&rng, 0, MEMBERS - 1);
-        if (a < MEMBERS && a != b) /* else a shop pays member b */
-            snprintf(t.debit, sizeof(t.debit), "member:M%d", a);
-        snprintf(t.credit, sizeof(t.credit), "member:M%d", b);
-        if (pgw_store_append_transfer(s, &t, &err) != PGW_OK)
-            fail_msg("%s", err.msg);
-        mine[t.id] = (a < MERGED && a != b) || b < MERGED;
-    }
-    assert_int_equal(pgw_store_commit(s, &err), PGW_OK);
+    static bool mine[HISTORY_N + 1];
+    random_histories(s, 7, mine);
     raw_sql(f, "UPDATE members SET merged_into = 'M0' WHERE id IN ('M1', 'M2', 'M3', 'M4')");
-    static pgw_transfer page[64];
-    static const size_t caps[] = {1, 3, 7, 64};
-    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
-        int64_t want = N + 1, before = 0;
+    for (size_t c = 0; c < sizeof(HISTORY_PAGES) / sizeof(HISTORY_PAGES[0]); c++)
+        check_history_pages(s, "M0", mine, HISTORY_PAGES[c]);
+    pgw_store_close(s);
+}
+
+/*
+ * Schema 39 links each member's history (its transfers on either side)
+ * from the log as schema 38 left it, the old indexes gone: verify finds
+ * every link and head as the appends make them, and each member's pages
+ * list its transfers, as before.
+ */
+static void test_schema_39_links_every_history(void **state)
+{
+    const db_fixture *f = *state;
+    pgw_store *s = open_store(f);
+    static bool mine[HISTORY_N + 1];
+    random_histories(s, 11, mine);
+    pgw_store_close(s);
+    back_to_schema_38(f);
+    assert_int_equal(raw_int(f, f->pg ? "SELECT version FROM pgw_schema" : "PRAGMA user_version"),
+                     38);
+    s = open_store(f); /* migrates */
+    /* verify's checks of the chains (the balances, without lots, fail) */
+    int checks = 0;
+    for (size_t i = 0; pgw_store__verify_query_for_test(i) != NULL; i++) {
+        const char *q = pgw_store__verify_query_for_test(i);
+        if (strstr(q, "_prev") == NULL && strstr(q, "last_transfer") == NULL)
+            continue;
+        char count[4096];
+        assert_true(snprintf(count, sizeof(count), "SELECT count(*) FROM (%s) AS problems", q) <
+                    (int)sizeof(count));
+        assert_int_equal(raw_int(f, count), 0);
+        checks++;
+    }
+    assert_int_equal(checks, 4);
+    static bool one[HISTORY_N + 1];
+    for (int m = 0; m < HISTORY_MEMBERS; m++) {
+        char id[8], account[16];
+        snprintf(id, sizeof(id), "M%d", m);
+        snprintf(account, sizeof(account), "member:%s", id);
+        memset(one, 0, sizeof(one));
+        pgw_transfer t;
         size_t n = 0;
-        assert_int_equal(pgw_store_begin_read(s, &err), PGW_OK);
-        do {
-            assert_int_equal(pgw_store_member_history(s, "M0", before, page, caps[c], &n, &err),
-                             PGW_OK);
-            for (size_t i = 0; i < n; i++) {
-                while (--want > 0 && !mine[want])
-                    ;
-                if (page[i].id != want)
-                    fail_msg("pages of %zu: transfer %lld where %lld was due", caps[c],
-                             (long long)page[i].id, (long long)want);
-            }
-            before = n > 0 ? page[n - 1].id : before;
-        } while (n == caps[c]);
-        while (--want > 0 && !mine[want])
-            ;
-        if (want != 0)
-            fail_msg("pages of %zu: transfer %lld never listed", caps[c], (long long)want);
-        assert_int_equal(pgw_store_rollback(s, &err), PGW_OK);
+        for (int64_t i = 1; i <= HISTORY_N; i++) {
+            assert_int_equal(pgw_store_read_transfers(s, i - 1, &t, 1, &n, NULL), PGW_OK);
+            one[i] = strcmp(t.debit, account) == 0 || strcmp(t.credit, account) == 0;
+        }
+        check_history_pages(s, id, one, 3);
     }
     pgw_store_close(s);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM members WHERE last_transfer IS NULL"), 0);
 }
 
 /* A writer for purchases: lots expiring after 12 months, in Shanghai. */
@@ -2735,6 +2854,34 @@ static void expect_refused_as_dangling(const db_fixture *f, const char *sql)
     if (rc != PGW_EIO || strstr(err.msg, "(SQLSTATE 23503)") == NULL)
         fail_msg("%s: rc %d, \"%s\", not a foreign key's refusal", sql, rc,
                  rc == PGW_OK ? "" : err.msg);
+}
+
+/*
+ * verify follows each member's history (schema 39): a link broken, a link
+ * on a side that is no member's, a member's row naming another newest
+ * transfer than its own, or one not its own at all.
+ */
+static void test_verify_follows_each_members_history(void **state)
+{
+    const db_fixture *f = *state;
+    purchase(f, 6); /* transfer i credits M((i - 1) % 3): M0 has 1 and 4 */
+    if (*verified(f) != '\0')
+        fail_msg("%s", verified(f));
+    expect_caught(f, "UPDATE transfers SET credit_prev = NULL WHERE id = 4",
+                  "transfer 4: links member:M0's history to transfer none, not 1",
+                  "UPDATE transfers SET credit_prev = 1 WHERE id = 4");
+    expect_caught(f, "UPDATE transfers SET credit_prev = 2 WHERE id = 4",
+                  "transfer 4: links member:M0's history to transfer 2, not 1",
+                  "UPDATE transfers SET credit_prev = 1 WHERE id = 4");
+    expect_caught(f, "UPDATE transfers SET debit_prev = 2 WHERE id = 5",
+                  "transfer 5: links shop:S001:issued's history to transfer 2, but it is no member",
+                  "UPDATE transfers SET debit_prev = NULL WHERE id = 5");
+    expect_caught(f, "UPDATE members SET last_transfer = 1 WHERE id = 'M0'",
+                  "member M0: its newest transfer is 4, but its row names 1",
+                  "UPDATE members SET last_transfer = 4 WHERE id = 'M0'");
+    expect_caught(f, "INSERT INTO members (id, created_at_us, last_transfer) VALUES ('M9', 0, 3)",
+                  "member M9: its row names transfer 3 as its newest, which is not its own",
+                  "DELETE FROM members WHERE id = 'M9'");
 }
 
 static void test_verify_finds_a_reference_to_nothing(void **state)
@@ -3187,8 +3334,9 @@ static void test_schema_12_rebuilds_transfers_keeping_everything(void **state)
     assert_int_equal(raw_int(f, "SELECT count(*) FROM lots JOIN transfers ON transfers.id = "
                                 "lots.source_transfer"),
                      12);
+    /* Schema 39 replaced the two indexes of members' histories. */
     assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_schema WHERE name LIKE "
-                                "'transfers_member_%'"),
+                                "'transfers_merges_%'"),
                      2);
 }
 
@@ -4138,7 +4286,9 @@ int main(void)
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_34_keeps_closes_of_periods,
                                         db_fixture_setup_migrated, db_fixture_teardown),
-        cmocka_unit_test_setup_teardown(test_a_members_merges_are_read_by_its_history,
+        cmocka_unit_test_setup_teardown(test_a_members_history_reads_no_table_whole,
+                                        db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_members_merges_are_read_by_their_index,
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_spends_lots_come_back_last_first,
                                         db_fixture_setup_migrated, db_fixture_teardown),
@@ -4180,6 +4330,8 @@ int main(void)
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_lot_expired_during_schema_25_is_counted,
                                         db_fixture_setup, db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_39_links_every_history,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_history_of_merged_members, db_fixture_setup_migrated,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schema_27_keeps_challenges_own_days,
@@ -4190,6 +4342,8 @@ int main(void)
                                         db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_checks_what_spends_took, db_fixture_setup,
                                         db_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_follows_each_members_history,
+                                        db_fixture_setup_migrated, db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_finds_a_reference_to_nothing, db_fixture_setup,
                                         db_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_appends_commit_or_roll_back_whole,

@@ -52,7 +52,8 @@ static void make_command(pgw_command *cmd, const char *key, int variant, size_t 
         snprintf(t->idem_key, sizeof(t->idem_key), "%s", key);
         memcpy(t->fingerprint, cmd->fingerprint, PGW_HASH_LEN);
         snprintf(t->debit, sizeof(t->debit), i == 0 ? "shop:S001:issued" : "mall:campaigns");
-        snprintf(t->credit, sizeof(t->credit), "member:M1");
+        /* no member: these earn no lots, which verify holds a member to */
+        snprintf(t->credit, sizeof(t->credit), "system:pool");
         t->points = 100 + variant;
         snprintf(t->channel, sizeof(t->channel), "store");
         t->occurred_at = 1795486500;
