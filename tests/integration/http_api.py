@@ -854,14 +854,17 @@ def test_referrals(s):
           f"both referrals match the statement: {status} {got.get('summary')} {mine}")
     self_ref = dict(ref, event_id="E-REF-3", member={"phone": "13000130000"},
                     referrer={"phone": "13000130000"})
+    counts = risk_counts(s)
     status, doc, _ = s.request("POST", "/v1/events", self_ref)
     check(status == 422 and error_code(doc) == "risk_rejected", f"self-referral: {status} {doc}")
+    counts = check_risk_counted(s, counts, {"self_referral": 1}, "a self-referral")
     # Through another of one's own identities: bind a card to the referrer, refer with it.
     s.request("POST", f"/v1/members/{referrer}/identities", {"card": "S001:REF-CARD"})
     own = dict(ref, event_id="E-REF-4", member={"card": "S001:REF-CARD"},
                referrer={"phone": "13200132000"})
     status, doc, _ = s.request("POST", "/v1/events", own)
     check(status == 422 and error_code(doc) == "risk_rejected", f"self via a card: {status} {doc}")
+    check_risk_counted(s, counts, {"self_referral": 1}, "a self-referral through a card")
     ghost = dict(ref, event_id="E-REF-5", member={"phone": "13000130001"},
                  referrer={"phone": "13999999999"})
     status, doc, _ = s.request("POST", "/v1/events", ghost)
@@ -957,13 +960,16 @@ def test_birthdays(s):
 
 def test_risk_rules(s):
     """Each risk rule refuses its case with risk_rejected, leaves a normal one alone, and counts."""
+    counts = risk_counts(s)
     base = purchase("E-RISK-1", member="M700")
     status, doc, _ = s.request("POST", "/v1/events", base)
     check(status == 201, f"a normal purchase passes: {status} {doc}")
+    counts = check_risk_counted(s, counts, {}, "a normal purchase")
     dup = dict(purchase("E-RISK-2", member="M701"), receipt_no=base["receipt_no"])
     status, doc, _ = s.request("POST", "/v1/events", dup)
     check(status == 422 and error_code(doc) == "risk_rejected" and
           doc["error"]["message"].startswith("unique_receipts:"), f"a receipt twice: {doc}")
+    counts = check_risk_counted(s, counts, {"unique_receipts": 1}, "a receipt twice")
     other_shop = dict(purchase("E-RISK-3", member="M701", shop="S002"),
                       receipt_no=base["receipt_no"])
     status, doc, _ = s.request("POST", "/v1/events", other_shop, key="s002")
@@ -972,6 +978,7 @@ def test_risk_rules(s):
     status, doc, _ = s.request("POST", "/v1/events", huge)
     check(status == 422 and doc["error"]["message"].startswith("max_points_per_event:"),
           f"too many points at once: {status} {doc}")
+    counts = check_risk_counted(s, counts, {"max_points_per_event": 1}, "too many points at once")
     reviews = [{"event_id": f"E-RISK-R{i}", "channel": "store", "shop_id": "S001",
                 "type": "review", "receipt_no": f"RV{i}",
                 "occurred_at": "2026-11-25T12:00:00+08:00", "member": {"member_id": "M703"}}
@@ -982,6 +989,7 @@ def test_risk_rules(s):
     # rule: it is accepted and earns nothing, with the reason.
     check(codes == [201] * 4 and [g[1]["points"] for g in got] == [20, 20, 20, 0] and
           got[3][1].get("reason"), f"reviews: a rules cap is not a risk rejection: {got[3]}")
+    counts = check_risk_counted(s, counts, {}, "a rules cap")
     # Regression (the HTTP review): the same receipt reviewed again earned
     # again, each day up to the cap. It pays once per member, shop and
     # receipt; another member's review of it, or another shop's receipt of
@@ -1000,9 +1008,7 @@ def test_risk_rules(s):
     status, doc, _ = s.request("POST", "/v1/events", reviews[0])
     check(status == 200 and doc.get("replayed") is True and doc["points"] == 20,
           f"the first review sent again is a replay: {status} {doc}")
-    status, text, _ = s.request("GET", "/metrics", key=None)
-    m = re.search(r'^pgw_risk_rejected_total\{rule="unique_receipts"\} (\d+)$', text, re.M)
-    check(m is not None and int(m.group(1)) >= 1, "rejections are counted by rule")
+    check_risk_counted(s, counts, {}, "reviews paid or not")
 
 
 def test_concurrent_same_event(s):
@@ -3590,7 +3596,7 @@ def test_imports(s):
     # is (risk.max_points_per_event, 200000 here): risk_rejected in errors,
     # counted in the rule's metric, and the number never said (a review of
     # 6dd3ce2: the message quoted the points, the phone itself at 1:1).
-    before, counted = s.transfers(), metric(s, 'pgw_risk_rejected_total{rule="max_points_per_event"}')
+    before, counts = s.transfers(), risk_counts(s)
     status, doc, _ = s.request("POST", "/v1/shops/S003/imports", ctype="text/csv",
                                raw=b"card,points\nK9,13300133999\nK10,200000\n")
     errors = doc.get("errors", []) if status == 200 else []
@@ -3599,8 +3605,8 @@ def test_imports(s):
           "13300133999" not in errors[0]["message"] and
           (doc.get("imported"), doc.get("rejected")) == (1, 1) and s.transfers() == before + 1,
           f"a phone under points is risk_rejected, unsaid: {status} {doc}")
-    check(metric(s, 'pgw_risk_rejected_total{rule="max_points_per_event"}') == counted + 1,
-          f"an import row's rejection counted with the rule's: {counted}")
+    check_risk_counted(s, counts, {"max_points_per_event": 1},
+                       "an import row's rejection, with the rule's")
     test_import_at_another_rate(s)
 
 
@@ -4445,6 +4451,34 @@ def thread_named(pid, name):
             if f.read().strip() == name:
                 return int(tid)
     raise SystemExit(f"no thread {name} in {pid}")
+
+
+# pgw_risk_rejected_total's labels, in the order /metrics gives them: each
+# risk rule the configuration has (README, Risk rules).
+RISK_RULES = ("max_points_per_event", "max_events_per_member_per_day",
+              "max_redeem_points_per_day", "max_behaviour_points_per_day",
+              "new_member_redeem_hours", "unique_receipts", "self_referral",
+              "max_new_members_per_ip_per_hour")
+
+
+def risk_counts(s):
+    """pgw_risk_rejected_total of each rule, checked to be every rule's
+    line once, in RISK_RULES's order."""
+    _, text, _ = s.request("GET", "/metrics", key=None, timeout=60)
+    found = re.findall(r'^pgw_risk_rejected_total\{rule="([^"]*)"\} (\d+)$', text, re.M)
+    check(tuple(rule for rule, _ in found) == RISK_RULES, f"the risk rules' labels: {found}")
+    return {rule: int(n) for rule, n in found}
+
+
+def check_risk_counted(s, before, counted, what):
+    """The refusals since `before` (risk_counts) are `counted` ({rule: n})
+    and no other rule's: a refusal counts under the rule that made it.
+    Returns the counts now, the next check's `before`."""
+    now = risk_counts(s)
+    moved = {rule: now[rule] - before.get(rule, 0) for rule in now
+             if now[rule] != before.get(rule, 0)}
+    check(moved == counted, f"{what}: counted {moved}, wanted {counted}")
+    return now
 
 
 def metric(s, name):
@@ -5850,12 +5884,15 @@ def test_tight_risk(tmp):
         json.dump(cfg, f)
     s = Server(d, config)
     try:
+        counts = dict.fromkeys(RISK_RULES, 0)  # a new server's
         codes = [s.request("POST", "/v1/events", purchase(f"T-{i}", member="M800"))[0]
                  for i in range(3)]
         status, doc, _ = s.request("POST", "/v1/events", purchase("T-3", member="M800"))
         check(codes == [201] * 3 and status == 422 and
               doc["error"]["message"].startswith("max_events_per_member_per_day:"),
               f"events per day: {codes} {status} {doc}")
+        counts = check_risk_counted(s, counts, {"max_events_per_member_per_day": 1},
+                                    "events per day")
         review = {"event_id": "T-RV-1", "channel": "store", "shop_id": "S001", "type": "review",
                   "receipt_no": "T-RV", "occurred_at": "2026-11-25T12:00:00+08:00",
                   "member": {"member_id": "M801"}}
@@ -5875,6 +5912,8 @@ def test_tight_risk(tmp):
         status, doc, _ = s.request("POST", "/v1/events", follow)
         check(status == 422 and doc["error"]["message"].startswith("max_behaviour_points_per_day:"),
               f"uncapped behaviours' points per day: {status} {doc}")
+        counts = check_risk_counted(s, counts, {"max_behaviour_points_per_day": 2},
+                                    "behaviour points per day, capped and not")
         one_clock_hour()  # the sign-ups below, the dated one too, count in one hour
         signups = [{"event_id": f"T-MP-{i}", "channel": "wechat_mp", "type": "sign_in",
                     "occurred_at": "2026-11-25T12:00:00+08:00",
@@ -5907,6 +5946,9 @@ def test_tight_risk(tmp):
         status = s.request("POST", "/v1/events", dict(purchase("T-POS-NEW"),
                                                       member={"phone": "13011111111"}))[0]
         check(status == 201, f"a till enrolling from the same address is not limited: {status}")
+        # One alone, the dated one, the spoofed one and the batch's three.
+        counts = check_risk_counted(s, counts, {"max_new_members_per_ip_per_hour": 6},
+                                    "mini-program sign-ups per address")
         red = {"redemption_id": "T-D-1", "member": {"member_id": "M800"}, "shop_id": "S001",
                "points": 40}
         one_mall_day()  # the redemptions and holds below count in one day
@@ -5942,6 +5984,7 @@ def test_tight_risk(tmp):
             "points": 1})
         check(status == 422 and doc["error"]["message"].startswith("max_redeem_points_per_day:"),
               f"and the cap still holds: {status} {doc}")
+        check_risk_counted(s, counts, {"max_redeem_points_per_day": 3}, "redemptions per day")
     finally:
         s.stop()
     d = os.path.join(tmp, "risk-b")
@@ -5954,6 +5997,8 @@ def test_tight_risk(tmp):
         status, doc, _ = s.request("POST", "/v1/redemptions", red)
         check(status == 422 and doc["error"]["message"].startswith("new_member_redeem_hours:"),
               f"a new member may not spend yet: {status} {doc}")
+        check_risk_counted(s, dict.fromkeys(RISK_RULES, 0), {"new_member_redeem_hours": 1},
+                           "a new member's redemption")
     finally:
         s.stop()
 
