@@ -176,19 +176,6 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
     [R_STREAM] = "/v1/stream",
 };
 
-/* Risk rules, as named at the start of their PGW_ERISK messages (command.h). */
-static const char *const RISK_RULES[] = {
-    "max_points_per_event",
-    "max_events_per_member_per_day",
-    "max_redeem_points_per_day",
-    "max_behaviour_points_per_day",
-    "new_member_redeem_hours",
-    "unique_receipts",
-    "self_referral",
-    "max_new_members_per_ip_per_hour",
-};
-#define N_RISK_RULES (sizeof(RISK_RULES) / sizeof(RISK_RULES[0]))
-
 /* The statuses counted per route in /metrics. */
 static const int STATUSES[] = {101, 200, 201, 202, 400, 401, 403, 404, 405,
                                409, 411, 413, 415, 422, 429, 500, 503};
@@ -336,7 +323,7 @@ struct pgw_api {
     pgw_job *free_jobs;
     size_t n_free_jobs; /* kept for reuse, at most JOBS_KEPT */
     size_t batches;     /* batches in progress: at most inflight_max / BATCH_WINDOW */
-    uint64_t risk_rejected[N_RISK_RULES];
+    uint64_t risk_rejected[PGW_RISK_RULES_END]; /* by the refusing rule (command.h) */
     pgw_log_limit login_said; /* the service thread's: WeChat failing logins (mp_wechat_tell) */
     pgw_log_limit phone_said; /* the same for phone numbers */
     /* Phone answers with no usable number: limited alike, but apart from
@@ -2406,9 +2393,9 @@ static void metrics_writer(metrics_text *m, const pgw_writer_stats *w)
 static void metrics_risk_and_expiry(metrics_text *m, pgw_api *api)
 {
     describe(m, "pgw_risk_rejected_total", "counter", "Requests refused by a risk rule.");
-    for (size_t i = 0; i < N_RISK_RULES; i++)
-        put(m, "pgw_risk_rejected_total{rule=\"%s\"} %llu\n", RISK_RULES[i],
-            (unsigned long long)api->risk_rejected[i]);
+    for (pgw_risk_rule r = PGW_RISK_NONE + 1; r < PGW_RISK_RULES_END; r++)
+        put(m, "pgw_risk_rejected_total{rule=\"%s\"} %llu\n", pgw_risk_rule_name(r),
+            (unsigned long long)api->risk_rejected[r]);
     pthread_mutex_lock(&api->sweep.lock);
     uint64_t runs = api->sweep.runs, failures = api->sweep.failures;
     uint64_t holds = api->sweep.holds, lots = api->sweep.lots, points = api->sweep.points;
@@ -5273,11 +5260,9 @@ bool pgw_api_finish(pgw_api *api, pgw_job *job, uint64_t *request_id, pgw_respon
     memcpy(resp->key_name, job->key_name, sizeof(resp->key_name));
     *request_id = job->request_id;
     const pgw_command *cmd = &job->cmd;
-    for (size_t i = 0; cmd->rc == PGW_ERISK && i < N_RISK_RULES; i++) {
-        size_t n = strlen(RISK_RULES[i]);
-        api->risk_rejected[i] +=
-            strncmp(cmd->err.msg, RISK_RULES[i], n) == 0 && cmd->err.msg[n] == ':';
-    }
+    /* WeChat's risk control refuses as PGW_ERISK too, by no rule of ours. */
+    if (cmd->rc == PGW_ERISK && pgw_risk_rule_name(cmd->risk_rule) != NULL)
+        api->risk_rejected[cmd->risk_rule]++;
     /* A phone number's job comes back first from the session's check. */
     if (job->route == R_MP_LOGIN || (job->route == R_MP_PHONE && cmd->kind == PGW_COMMAND_BIND))
         mp_wechat_tell(api, job);

@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -367,6 +368,45 @@ static int64_t today_points(const pgw_member_activity *a, const char *prefix)
     return sum;
 }
 
+/* Each rule's name (command.h): its refusal's first word and its metric label. */
+static const char *const RISK_RULE_NAMES[PGW_RISK_RULES_END] = {
+    [PGW_RISK_MAX_POINTS_PER_EVENT] = "max_points_per_event",
+    [PGW_RISK_MAX_EVENTS_PER_MEMBER_PER_DAY] = "max_events_per_member_per_day",
+    [PGW_RISK_MAX_REDEEM_POINTS_PER_DAY] = "max_redeem_points_per_day",
+    [PGW_RISK_MAX_BEHAVIOUR_POINTS_PER_DAY] = "max_behaviour_points_per_day",
+    [PGW_RISK_NEW_MEMBER_REDEEM_HOURS] = "new_member_redeem_hours",
+    [PGW_RISK_UNIQUE_RECEIPTS] = "unique_receipts",
+    [PGW_RISK_SELF_REFERRAL] = "self_referral",
+    [PGW_RISK_MAX_NEW_MEMBERS_PER_IP_PER_HOUR] = "max_new_members_per_ip_per_hour",
+};
+
+const char *pgw_risk_rule_name(pgw_risk_rule rule)
+{
+    return rule > PGW_RISK_NONE && rule < PGW_RISK_RULES_END ? RISK_RULE_NAMES[rule] : NULL;
+}
+
+/* Refuses `cmd` by `rule` (PGW_ERISK): the rule kept in risk_rule for
+ * whoever counts refusals, its name put before the message by the same
+ * table, so that the two cannot disagree. */
+static int refuse_risk(pgw_command *cmd, pgw_risk_rule rule, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int refuse_risk(pgw_command *cmd, pgw_risk_rule rule, const char *fmt, ...)
+{
+    const char *name = pgw_risk_rule_name(rule);
+    PGW_ASSERT(name != NULL);
+    /* `why` ends inside a character only when cut, too long for a message:
+     * then pgw_err_set cuts the whole, the name before it, on a character
+     * ahead of that point. */
+    char why[PGW_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    cmd->risk_rule = rule;
+    return pgw_err_set(&cmd->err, PGW_ERISK, "%s: %s", name, why);
+}
+
 /* Risk rules on spending: new members wait; redemptions per day are capped.
  * Counts the spend in today's "redeem" total when it is allowed. */
 static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, pgw_command *cmd,
@@ -379,9 +419,9 @@ static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, p
                  : PGW_OK;
     if (rc == PGW_OK && created > 0 &&
         cmd->at * 1000000 < created + r->new_member_redeem_hours * 3600 * 1000000)
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "new_member_redeem_hours: member %s joined less than %lld hours ago",
-                           cmd->member, (long long)r->new_member_redeem_hours);
+        return refuse_risk(cmd, PGW_RISK_NEW_MEMBER_REDEEM_HOURS,
+                           "member %s joined less than %lld hours ago", cmd->member,
+                           (long long)r->new_member_redeem_hours);
     if (rc != PGW_OK || r->max_redeem_points_per_day <= 0)
         return rc; /* no cap: nothing to count */
     pgw_activity_days days;
@@ -393,9 +433,8 @@ static int check_spend_risk(pgw_store *store, const pgw_ledger_policy *policy, p
     if (rc == PGW_OK && !a.today_read)
         rc = pgw_store_member_today(store, cmd->member, days.today, &a, &cmd->err);
     if (rc == PGW_OK && today_points(&a, "redeem") + points > r->max_redeem_points_per_day)
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_redeem_points_per_day: %lld redeemed today, %lld more asked, "
-                           "limit %lld",
+        return refuse_risk(cmd, PGW_RISK_MAX_REDEEM_POINTS_PER_DAY,
+                           "%lld redeemed today, %lld more asked, limit %lld",
                            (long long)today_points(&a, "redeem"), (long long)points,
                            (long long)r->max_redeem_points_per_day);
     if (rc == PGW_OK && found)
@@ -1463,7 +1502,7 @@ static int resolve_referrer(pgw_store *store, pgw_command *cmd, bool *again)
     if (rc == PGW_OK && !found)
         rc = pgw_err_set(&cmd->err, PGW_ENOTFOUND, "no referrer %s", cmd->referrer);
     if (rc == PGW_OK && strcmp(cmd->referrer, cmd->member) == 0)
-        rc = pgw_err_set(&cmd->err, PGW_ERISK, "self_referral: a member cannot refer themselves");
+        rc = refuse_risk(cmd, PGW_RISK_SELF_REFERRAL, "a member cannot refer themselves");
     char by[PGW_ID_MAX + 1];
     if (rc == PGW_OK)
         rc = pgw_store_referred_by(store, cmd->member, by, &cmd->err);
@@ -1526,18 +1565,16 @@ static int check_event_risk_before(pgw_store *store, const pgw_ledger_policy *po
 {
     const pgw_risk_limits *r = &policy->risk;
     if (r->max_events_per_member_per_day > 0 && a->events_today >= r->max_events_per_member_per_day)
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_events_per_member_per_day: member %s has had %lld events that "
-                           "moved points today",
-                           cmd->member, (long long)a->events_today);
+        return refuse_risk(cmd, PGW_RISK_MAX_EVENTS_PER_MEMBER_PER_DAY,
+                           "member %s has had %lld events that moved points today", cmd->member,
+                           (long long)a->events_today);
     if (!r->unique_receipts || cmd->event->type != PGW_EVENT_PURCHASE || cmd->receipt[0] == '\0')
         return PGW_OK;
     int rc = pgw_store_claim_receipt(store, cmd->shop, cmd->receipt, cmd->key, &cmd->err);
     if (rc == PGW_ECONFLICT)
-        rc = pgw_err_set(&cmd->err, PGW_ERISK,
-                         "unique_receipts: receipt %s at shop %s was already used by another "
-                         "event",
-                         cmd->receipt, cmd->shop);
+        rc = refuse_risk(cmd, PGW_RISK_UNIQUE_RECEIPTS,
+                         "receipt %s at shop %s was already used by another event", cmd->receipt,
+                         cmd->shop);
     return rc;
 }
 
@@ -1672,17 +1709,17 @@ static int check_event_risk_after(const pgw_ledger_policy *policy, pgw_command *
     const pgw_risk_limits *r = &policy->risk;
     const pgw_earning *e = cmd->earning;
     if (r->max_points_per_event > 0 && e->points > r->max_points_per_event)
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_points_per_event: the event would earn %lld points, limit %lld",
-                           (long long)e->points, (long long)r->max_points_per_event);
+        return refuse_risk(cmd, PGW_RISK_MAX_POINTS_PER_EVENT,
+                           "the event would earn %lld points, limit %lld", (long long)e->points,
+                           (long long)r->max_points_per_event);
     if (!behaviour_limit_applies(r, e))
         return PGW_OK;
     PGW_ASSERT(a->today_read); /* price() read them */
     int64_t behaviour = behaviour_points(e), before = today_points(a, "behaviour:");
     if (before + behaviour > r->max_behaviour_points_per_day)
-        return pgw_err_set(
-            &cmd->err, PGW_ERISK, "max_behaviour_points_per_day: %lld today, %lld more, limit %lld",
-            (long long)before, (long long)behaviour, (long long)r->max_behaviour_points_per_day);
+        return refuse_risk(cmd, PGW_RISK_MAX_BEHAVIOUR_POINTS_PER_DAY,
+                           "%lld today, %lld more, limit %lld", (long long)before,
+                           (long long)behaviour, (long long)r->max_behaviour_points_per_day);
     return PGW_OK;
 }
 
@@ -1831,10 +1868,9 @@ static int check_enrolment(pgw_store *store, const pgw_ledger_policy *policy, pg
     int rc = pgw_store_enrolments(store, cmd->client_address, hour, &members, &cmd->err);
     if (rc == PGW_OK && members >= limit) {
         cmd->retry_at = (hour + 1) * 3600; /* the address's count starts again (Retry-After) */
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_new_members_per_ip_per_hour: %lld members enrolled from %s this "
-                           "hour",
-                           (long long)members, cmd->client_address);
+        return refuse_risk(cmd, PGW_RISK_MAX_NEW_MEMBERS_PER_IP_PER_HOUR,
+                           "%lld members enrolled from %s this hour", (long long)members,
+                           cmd->client_address);
     }
     return rc == PGW_OK ? pgw_store_add_enrolment(store, cmd->client_address, hour, &cmd->err) : rc;
 }
@@ -2357,9 +2393,9 @@ static int check_import_risk(const pgw_ledger_policy *policy, pgw_command *cmd)
 {
     int64_t limit = policy->risk.max_points_per_event;
     if (limit > 0 && cmd->points > limit)
-        return pgw_err_set(&cmd->err, PGW_ERISK,
-                           "max_points_per_event: the row would credit more than the limit, "
-                           "%lld points (its columns may have slipped; a real balance this "
+        return refuse_risk(cmd, PGW_RISK_MAX_POINTS_PER_EVENT,
+                           "the row would credit more than the limit, %lld points (its columns may "
+                           "have slipped; a real balance this "
                            "large needs a higher risk.max_points_per_event for the import)",
                            (long long)limit);
     return PGW_OK;
@@ -3022,6 +3058,7 @@ static void reset_output(pgw_command *cmd)
     cmd->merged_from[0] = '\0';
     cmd->new_tier = -1;
     cmd->retry_at = 0;
+    cmd->risk_rule = PGW_RISK_NONE;
     cmd->otp_verdict = PGW_OTP_VERIFIED;
     cmd->follow_seen = false;
     cmd->follow_new = false;

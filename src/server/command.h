@@ -207,6 +207,30 @@ typedef enum pgw_command_kind {
  * every zone (UTC-12..+14), and no lot expires on it any more. */
 #define PGW_PRUNE_REMINDER_DAYS 2
 
+/*
+ * The risk rule that refused a command (PGW_ERISK), each named as its
+ * config key (self_referral, always on, has none): the name starts the
+ * refusal's message and labels /metrics' pgw_risk_rejected_total, whose
+ * lines follow this order.
+ * A caller tells the rule by this, never by the message's words.
+ */
+typedef enum pgw_risk_rule {
+    PGW_RISK_NONE = 0, /* refused by no rule of ours (WeChat's risk control), or not refused */
+    PGW_RISK_MAX_POINTS_PER_EVENT,
+    PGW_RISK_MAX_EVENTS_PER_MEMBER_PER_DAY,
+    PGW_RISK_MAX_REDEEM_POINTS_PER_DAY,
+    PGW_RISK_MAX_BEHAVIOUR_POINTS_PER_DAY,
+    PGW_RISK_NEW_MEMBER_REDEEM_HOURS,
+    PGW_RISK_UNIQUE_RECEIPTS,
+    PGW_RISK_SELF_REFERRAL,
+    PGW_RISK_MAX_NEW_MEMBERS_PER_IP_PER_HOUR,
+    PGW_RISK_RULES_END /* one past the last rule */
+} pgw_risk_rule;
+
+/* The rule's name ("max_points_per_event"); NULL for PGW_RISK_NONE or
+ * anything outside the enum. */
+const char *pgw_risk_rule_name(pgw_risk_rule rule);
+
 typedef enum pgw_import_match {
     PGW_IMPORT_CREATED = 0,
     PGW_IMPORT_BY_CARD,
@@ -397,6 +421,7 @@ struct pgw_command {
     int64_t retry_at;            /* when the same request may work: after PGW_ELIMITED, the
                                   * hourly sign-up limit's PGW_ERISK, or (api.c) a login
                                   * WeChat failed */
+    pgw_risk_rule risk_rule;     /* after PGW_ERISK: the rule that refused, if one of ours */
     pgw_otp_verdict otp_verdict; /* OTP_VERIFY (a replay: VERIFIED) */
     int64_t otp_tries_left;      /* OTP_VERIFY: after a wrong code */
     int64_t pruned_sessions, pruned_enrolments, pruned_reminders; /* PRUNE */
@@ -413,8 +438,9 @@ struct pgw_command {
     size_t page_cap, n_page;
 };
 
-/* Risk rules (config "risk"); 0 turns a limit off. A breach is PGW_ERISK
- * with a message that starts with the rule's name ("max_points_per_event: ..."). */
+/* Risk rules (config "risk"); 0 turns a limit off. A breach is PGW_ERISK,
+ * the rule in the command's risk_rule, with a message that starts with
+ * its name ("max_points_per_event: ..."). */
 typedef struct pgw_risk_limits {
     int64_t max_points_per_event;
     int64_t max_events_per_member_per_day;

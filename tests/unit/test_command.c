@@ -2062,14 +2062,36 @@ static void test_events_that_earn_nothing_leave_the_daily_event_limit(void **sta
     assert_non_null(
         strstr(er.cmd.err.msg,
                "max_events_per_member_per_day: member M1 has had 2 events that moved points"));
+    assert_int_equal(er.cmd.risk_rule, PGW_RISK_MAX_EVENTS_PER_MEMBER_PER_DAY);
     /* A new day, a new allowance. */
     assert_int_equal(send_event(&er, PGW_EVENT_SIGN_IN, 0, "2026-11-27T08:00:00+08:00", NULL),
                      PGW_OK);
+    assert_int_equal(er.cmd.risk_rule, PGW_RISK_NONE); /* the command applied again */
     assert_true(er.earning.points > 0);
     writer_stop(er.writer);
     pgw_config_free(er.cfg);
     assert_verifies(db);
     assert_int_equal(db_fixture_int64(db, "SELECT sum(events) FROM activity_days"), 3);
+}
+
+/* Each rule has a name of its own, the one its config key and its
+ * metric label (api.c) share; none for no rule, nor past the last. */
+static void test_risk_rules_are_named_once(void **state)
+{
+    (void)state;
+    assert_null(pgw_risk_rule_name(PGW_RISK_NONE));
+    assert_null(pgw_risk_rule_name(PGW_RISK_RULES_END));
+    assert_null(pgw_risk_rule_name((pgw_risk_rule)-1));
+    assert_string_equal(pgw_risk_rule_name(PGW_RISK_MAX_POINTS_PER_EVENT), "max_points_per_event");
+    assert_string_equal(pgw_risk_rule_name(PGW_RISK_MAX_NEW_MEMBERS_PER_IP_PER_HOUR),
+                        "max_new_members_per_ip_per_hour");
+    for (pgw_risk_rule r = PGW_RISK_NONE + 1; r < PGW_RISK_RULES_END; r++) {
+        const char *name = pgw_risk_rule_name(r);
+        assert_non_null(name);
+        for (pgw_risk_rule s = PGW_RISK_NONE + 1; s < r; s++)
+            if (strcmp(pgw_risk_rule_name(s), name) == 0)
+                fail_msg("rules %d and %d are both \"%s\"", (int)s, (int)r, name);
+    }
 }
 
 /* M1's spend over the 12 months to 2026-11-24 (local days). */
@@ -3266,6 +3288,7 @@ int main(void)
 {
     count_writer_caches();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_risk_rules_are_named_once),
         cmocka_unit_test_setup_teardown(test_store_matches_the_reference_ledger,
                                         db_fixture_setup_migrated, teardown),
         cmocka_unit_test_setup_teardown(test_expired_points_awaiting_the_sweep_are_not_available,

@@ -524,6 +524,7 @@ static void test_a_row_beyond_the_points_per_event_limit_is_refused(void **state
     pgw_err err;
     assert_int_equal(import(w, &f, "C1", "", "13800138000", 2, &cmd, &err), PGW_ERISK);
     assert_said(err, "max_points_per_event: the row would credit more than the limit, 1000000");
+    assert_int_equal(cmd.risk_rule, PGW_RISK_MAX_POINTS_PER_EVENT);
     /* Regression (a review of 6dd3ce2): the message said the points, which
      * at 1:1 are the phone that slipped under them. */
     if (strstr(err.msg, "13800138000") != NULL)
