@@ -291,6 +291,13 @@ def purchase(event_id, phone, amount=10000):
             "amount_fen": amount}
 
 
+def risk_counts(srv):
+    """pgw_risk_rejected_total of each rule (its label) that /metrics gives."""
+    _, text = srv.request("GET", "/metrics", key=None)
+    return {rule: int(n) for rule, n in
+            re.findall(r'^pgw_risk_rejected_total\{rule="([^"]*)"\} (\d+)$', text, re.M)}
+
+
 def mini_program(srv, fake):
     # A POS customer first: a phone known at the till.
     status, doc = srv.request("POST", "/v1/events", purchase("POS-1", "13800138000"), key=SHOP)
@@ -353,11 +360,17 @@ def mini_program(srv, fake):
     # retry helps.
     fake.control("POST", "/_fake/faults", {"path": "/sns/jscode2session", "count": 1,
                                            "errcode": 40226, "errmsg": "high risk user"})
+    risk_before = risk_counts(srv)
     status, doc = srv.request("POST", "/v1/mp/login", {"appid": MP_APPID, "code": "code-r"}, key=None)
     msg = doc.get("error", {}).get("message", "")
     check(status == 422 and doc["error"]["code"] == "risk_rejected" and "40226" in msg
           and "WeChat's risk control" in msg and "retrying" in msg,
           "a login WeChat blocks as high-risk: 422, saying so (%s %s)" % (status, doc))
+    # WeChat's decision is no rule of the mall's: pgw_risk_rejected_total
+    # counts the rules of the configuration's `risk` alone.
+    check(len(risk_before) == 8 and risk_counts(srv) == risk_before,
+          "WeChat's risk control counts under none of the mall's risk rules: %s, then %s"
+          % (risk_before, risk_counts(srv)))
 
     # The same person logs in again: the same member, a new session.
     fake.control("POST", "/_fake/login_codes",
