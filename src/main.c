@@ -136,15 +136,8 @@ static void out_unguard(void)
  * no file yet) names, relative to the link's folder. */
 static bool new_target(const char *path, char target[PATH_MAX])
 {
-    char link[PATH_MAX];
-    ssize_t n = readlink(path, link, sizeof(link) - 1);
-    if (n < 0) /* not a link */
-        return snprintf(target, PATH_MAX, "%s", path) < PATH_MAX;
-    link[n] = '\0';
-    const char *slash = strrchr(path, '/');
-    if (link[0] == '/' || slash == NULL)
-        return snprintf(target, PATH_MAX, "%s", link) < PATH_MAX;
-    return snprintf(target, PATH_MAX, "%.*s/%s", (int)(slash - path), path, link) < PATH_MAX;
+    bool was_link;
+    return pgw_path_link_step(path, target, PATH_MAX, &was_link);
 }
 
 static int out_open(const char *path, out_file *o)

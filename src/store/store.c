@@ -2739,22 +2739,18 @@ static bool names_the_database(const char *path, const char *db)
  */
 static int backup_target(const char *path, char target[PGW_STORE_URL_MAX + 1], pgw_err *err)
 {
-    char link[PGW_STORE_URL_MAX + 1], next[2 * PGW_STORE_URL_MAX + 2];
+    char next[2 * PGW_STORE_URL_MAX + 2];
     snprintf(next, sizeof(next), "%s", path);
     for (int hops = 0; hops <= 40; hops++) { /* 40: as the kernel's ELOOP */
         size_t len = strlen(next);
         if (len > BACKUP_PATH_MAX)
             return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", next);
         memcpy(target, next, len + 1);
-        ssize_t n = readlink(target, link, sizeof(link) - 1);
-        if (n < 0) /* not a link, or nothing there */
+        bool was_link; /* not one, or nothing there: the target */
+        if (!pgw_path_link_step(target, next, sizeof(next), &was_link))
+            return pgw_err_set(err, PGW_EINVAL, "%.64s...: the path is too long", next);
+        if (!was_link)
             return PGW_OK;
-        link[n] = '\0';
-        const char *slash = strrchr(target, '/');
-        if (link[0] == '/' || slash == NULL) /* relative to the link's folder */
-            snprintf(next, sizeof(next), "%s", link);
-        else
-            snprintf(next, sizeof(next), "%.*s/%s", (int)(slash - target), target, link);
     }
     return pgw_err_set(err, PGW_EINVAL, "%s: too many levels of links", path);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 bool pgw_path_folder(const char *path, char *out, size_t cap)
 {
@@ -33,4 +34,18 @@ bool pgw_path_whole(const char *path, char whole[PATH_MAX])
     const char *name = slash != NULL ? slash + 1 : path;
     return snprintf(whole, PATH_MAX, "%s/%s", strcmp(real_dir, "/") == 0 ? "" : real_dir, name) <
            PATH_MAX;
+}
+
+bool pgw_path_link_step(const char *path, char *next, size_t cap, bool *was_link)
+{
+    char link[PATH_MAX];
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    *was_link = n >= 0;
+    if (n < 0)
+        return (size_t)snprintf(next, cap, "%s", path) < cap;
+    link[n] = '\0';
+    const char *slash = strrchr(path, '/');
+    if (link[0] == '/' || slash == NULL)
+        return (size_t)snprintf(next, cap, "%s", link) < cap;
+    return (size_t)snprintf(next, cap, "%.*s/%s", (int)(slash - path), path, link) < cap;
 }

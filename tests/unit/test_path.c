@@ -1,7 +1,7 @@
 /*
  * test_path.c - the folder of a path: a bare name, the root, nested and
  * trailing slashes, and a folder too long for its buffer; a path made
- * whole, of a file there or not made yet.
+ * whole, of a file there or not made yet; a step through a link.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -82,12 +82,57 @@ static void test_whole_paths(void **state)
     rmdir(dir);
 }
 
+/* Where a link leads, one step: an absolute target as it is; a relative
+ * one from the link's folder, or as it is for a link named without one;
+ * anything else (a file, nothing) is its own path; a result over the
+ * buffer: false. */
+static void test_link_steps(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgw-link-XXXXXX", path[PATH_MAX], next[PATH_MAX], cwd[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    bool was_link = true;
+    snprintf(path, sizeof(path), "%s/abs", dir);
+    assert_int_equal(symlink("/var/backups/pointsgw.db", path), 0);
+    assert_true(pgw_path_link_step(path, next, sizeof(next), &was_link));
+    assert_true(was_link);
+    assert_string_equal(next, "/var/backups/pointsgw.db");
+    snprintf(path, sizeof(path), "%s/rel", dir);
+    assert_int_equal(symlink("sub/copy.db", path), 0);
+    assert_true(pgw_path_link_step(path, next, sizeof(next), &was_link));
+    assert_true(was_link);
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof(want), "%s/sub/copy.db", dir);
+    assert_string_equal(next, want);
+    char small[8] = "";
+    assert_false(pgw_path_link_step(path, small, sizeof(small), &was_link));
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(dir), 0); /* a link named without a folder */
+    assert_true(pgw_path_link_step("rel", next, sizeof(next), &was_link));
+    assert_true(was_link);
+    assert_string_equal(next, "sub/copy.db");
+    assert_true(pgw_path_link_step("nothing-here", next, sizeof(next), &was_link));
+    assert_false(was_link);
+    assert_string_equal(next, "nothing-here");
+    assert_int_equal(chdir(cwd), 0);
+    assert_true(pgw_path_link_step(dir, next, sizeof(next), &was_link)); /* a folder */
+    assert_false(was_link);
+    assert_string_equal(next, dir);
+    assert_false(pgw_path_link_step(dir, small, sizeof(small), &was_link));
+    snprintf(path, sizeof(path), "%s/abs", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/rel", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_folders),
         cmocka_unit_test(test_too_long_for_the_buffer),
         cmocka_unit_test(test_whole_paths),
+        cmocka_unit_test(test_link_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
