@@ -19,6 +19,7 @@
 #include "util/clock.h"
 #include "util/json_write.h"
 #include "util/netaddr.h"
+#include "util/probe.h"
 #include "util/query.h"
 
 #include <libwebsockets.h>
@@ -479,14 +480,12 @@ static size_t slot_find(const pgw_http *h, uint64_t id)
     }
 }
 
-/* Removes slot i, shifting back later entries of its probe run. */
+/* Removes slot i, shifting back later entries of its probe run (util/probe.h). */
 static void slot_remove(pgw_http *h, size_t i)
 {
     h->slots[i] = (slot){0}; /* `left`, `gone` too: pgw_http_free frees what is left there */
     for (size_t j = (i + 1) & h->slot_mask; h->slots[j].id != 0; j = (j + 1) & h->slot_mask) {
-        size_t home = home_of(h, h->slots[j].id);
-        bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
-        if (movable) {
+        if (!pgw_probe_stays(home_of(h, h->slots[j].id), i, j)) {
             h->slots[i] = h->slots[j];
             h->slots[j] = (slot){0};
             i = j;

@@ -10,6 +10,7 @@
 #include "server/peer_limit.h"
 
 #include "core/assertions.h"
+#include "util/probe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -109,14 +110,11 @@ pgw_peer_verdict pgw_peer_limit_take(pgw_peer_limit *l, const pgw_prefix *addr)
     return PGW_PEER_TAKEN;
 }
 
-/* Empties slot `i`, shifting back the run after it: each entry whose home
- * is not cyclically within (i, j] moves into the hole, which moves to j. */
+/* Empties slot `i`, shifting back the run after it (util/probe.h). */
 static void empty_slot(pgw_peer_limit *l, size_t i)
 {
     for (size_t j = (i + 1) & (SLOTS - 1); l->slots[j].held > 0; j = (j + 1) & (SLOTS - 1)) {
-        size_t home = home_of(l, &l->slots[j]);
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
+        if (!pgw_probe_stays(home_of(l, &l->slots[j]), i, j)) {
             l->slots[i] = l->slots[j];
             i = j;
         }
