@@ -642,7 +642,9 @@ static const char *const STATEMENTS[ST_COUNT] = {
     [ST_SET_FLAGS] = "UPDATE members SET purchased = ?2, registered = ?3, followed = ?4,"
                      " last_sign_in = ?5, sign_in_streak = ?6 WHERE id = ?1",
     /* Only after a read in the same transaction found no such member (the
-     * write transactions of every instance take the chain lock in turn). */
+     * write transactions of every instance take the chain lock in turn):
+     * the row there is the one its first transfer made since (schema 39,
+     * ST_LINK_TRANSFER), which this completes, its lots' sums added. */
     [ST_ADD_MEMBER] = "INSERT INTO members (id, debt, created_at_us, purchased, registered,"
                       " followed, last_sign_in, sign_in_streak, lots_left, lots_held)"
                       " VALUES (?1, 0, ?7, ?2, ?3, ?4, ?5, ?6, ?8, ?9) ON CONFLICT (id)"
