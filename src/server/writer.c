@@ -102,8 +102,14 @@ struct pgw_writer {
  * from being reached. */
 #define CHECKPOINT_PAGES 2048
 /* By default the writer checkpoints itself only past this many WAL pages
- * (~20 MiB with 2 KiB pages). */
-#define CHECKPOINT_BACKSTOP_PAGES 10000
+ * (~80 MiB with 2 KiB pages). Restart needs room past its start, at three
+ * quarters of these, for what commits add while it copies and syncs: at
+ * 10,000 pages, 19,000 purchases a second filled the 2,500 left before it
+ * was done, about half the times, and the writer stopped for its own
+ * checkpoint and the database's sync some 8 times a second. 40,000: never
+ * seen in 4 s traces, +7% purchases over 20-30 s, p99 2-4 ms lower; 80,000
+ * no better (bench/RESULTS.md). */
+#define CHECKPOINT_BACKSTOP_PAGES 40000
 /* restart: the writer is held for the last copy once no more than these
  * frames are left to copy, or after this many copies and syncs. */
 #define RESTART_LEFT   256

@@ -6233,6 +6233,10 @@ int pgw_store_checkpoint(pgw_store *s, bool flush, bool *busy, pgw_err *err)
                                 sqlite3_errmsg(lite));
 }
 
+/* SQLite's WAL file format: a header, then each page after a frame header. */
+#define WAL_HEADER_BYTES       32
+#define WAL_FRAME_HEADER_BYTES 24
+
 /* After each commit (SQLite's WAL hook, in place of its automatic
  * checkpoint, which is this same hook with the backstop at 1000 pages). */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
@@ -6251,9 +6255,25 @@ int pgw_store_checkpoint_backstop(pgw_store *s, int pages, pgw_err *err)
         return PGW_OK;
     s->backstop_pages = pages;
     sqlite3_wal_hook(pgw_sql_sqlite_handle(s->db), on_wal_commit, s);
-    /* A WAL file keeps its largest size; one that outgrew the backstop
-     * (a burst, a slow disk) is cut back when it starts over. */
-    return exec(s, "PRAGMA journal_size_limit = 67108864", "limiting the WAL file", err);
+    /* A WAL file keeps its largest size; one that outgrew twice the
+     * backstop (a burst, a slow disk) is cut back to that when it starts
+     * over. Not less: a WAL cut back at each start over grows its file
+     * again, new blocks for the file system to allocate at every sync, and
+     * a slow disk's checkpoint at the backstop lets it pass the backstop
+     * by half (writer.c). */
+    pgw_sql_stmt *st = NULL;
+    int64_t page = 0;
+    int rc = pgw_sql_prepare(s->db, "PRAGMA page_size", false, &st, err);
+    if (rc == PGW_OK)
+        rc = one_int64(s, st, false, &page, "reading the page size", err);
+    pgw_sql_finalize(st);
+    if (rc != PGW_OK)
+        return rc;
+    PGW_ASSERT(page >= 512 && page <= 65536);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
+             (long long)WAL_HEADER_BYTES + 2 * pages * (page + WAL_FRAME_HEADER_BYTES));
+    return exec(s, sql, "limiting the WAL file", err);
 }
 
 int64_t pgw_store_wal_pages(const pgw_store *s)

@@ -508,6 +508,15 @@ static int64_t file_size(const char *path)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
 }
 
+/* Raises *peak to the file's size now. A WAL file keeps its largest size
+ * only up to the journal size limit, past which a start over cuts it back:
+ * its size at the end is not its peak. */
+static void note_peak(const char *path, int64_t *peak)
+{
+    int64_t size = file_size(path);
+    *peak = size > *peak ? size : *peak;
+}
+
 /* Sends commands "wal:<from>".. in groups of 8, one group at least, until
  * the WAL holds `pages` pages after a commit; returns the next number. */
 static int commit_until_wal(pgw_writer *w, int from, int64_t pages, pgw_command *cmds)
@@ -625,7 +634,7 @@ static void test_checkpoints_flush_in_the_wals_second_half(void **state)
  * the sync of every page copied since the last sync: the checkpoint thread
  * copies and syncs until little is left, then holds the writer between two
  * batches for the last copy. So the WAL never reaches the backstop (its
- * file keeps its largest size: its size is the peak).
+ * file's size, sampled as commands go, is its peak).
  */
 static void test_wal_starts_over_before_the_backstop(void **state)
 {
@@ -642,9 +651,13 @@ static void test_wal_starts_over_before_the_backstop(void **state)
     static pgw_command cmds[IN_FLIGHT];
     pgw_writer_stats stats = {0};
     int sent = 0;
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    int64_t peak = 0;
     /* Never an idle writer: a checkpoint between two batches would reach
      * the WAL's end by itself. */
     while (stats.restarts < 2 && sent < 200000) {
+        note_peak(wal, &peak);
         pgw_command *cmd = &cmds[sent % IN_FLIGHT];
         if (sent >= IN_FLIGHT)
             wait_for(&c, sent - IN_FLIGHT + 1); /* its last use is done */
@@ -655,9 +668,7 @@ static void test_wal_starts_over_before_the_backstop(void **state)
         pgw_writer_get_stats(w, &stats);
     }
     wait_for(&c, sent);
-    char wal[160];
-    snprintf(wal, sizeof(wal), "%s-wal", f->path);
-    int64_t peak = file_size(wal);
+    note_peak(wal, &peak);
     pgw_writer_get_stats(w, &stats);
     pgw_writer_stop(w);
     print_message(
@@ -694,7 +705,7 @@ static void install_slow_disk(void)
  * checkpoints back to back. It once kept the writer's own checkpoint busy
  * for ever, and only that one lets the WAL start over under steady writes:
  * the WAL grew without bound. With a backstop of 500 pages it must stay
- * near it (the file keeps its largest size, so its size is the peak).
+ * near it (its file's size, sampled as commands go).
  */
 #define WAL_SLOW_COMMANDS 1500
 
@@ -716,7 +727,11 @@ static void test_wal_bounded_on_a_slow_disk(void **state)
      * make test's other tests (2026-12-04), too few to prove anything.
      * The minute is only against a hang. */
     int64_t until = pgw_monotonic_us() + 60000000, sent = 0;
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    int64_t peak = 0;
     for (int i = 0; sent < WAL_SLOW_COMMANDS && pgw_monotonic_us() < until; i++) {
+        note_peak(wal, &peak);
         pgw_command *cmd = &cmds[i % 128];
         if (i >= 128)
             wait_for(&c, i - 127); /* its last use is done */
@@ -726,9 +741,7 @@ static void test_wal_bounded_on_a_slow_disk(void **state)
         sent++;
     }
     wait_for(&c, (int)sent);
-    char wal[160];
-    snprintf(wal, sizeof(wal), "%s-wal", f->path);
-    int64_t peak = file_size(wal);
+    note_peak(wal, &peak);
     pgw_writer_stop(w);
     atomic_store(&slow_db_sync_ms, 0);
     print_message("%lld commands, WAL peak %lld bytes\n", (long long)sent, (long long)peak);
