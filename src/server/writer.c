@@ -14,14 +14,11 @@
  * writes nothing and completes its commands itself.
  *
  * On SQLite a third thread, the checkpointer, copies the WAL into the
- * database on a connection of its own, each time the writer's commits have
- * added CHECKPOINT_PAGES pages to the WAL. In the WAL's second half it also
- * syncs the database after each copy: SQLite syncs it only at a checkpoint
- * that reaches the WAL's end, which would otherwise flush every page
- * copied since the WAL began. Each sync writes every page dirty then, a
- * page copied again and again once per sync: few of them (with a
- * checkpoint each 256 pages, syncing from half the WAL on cost 7% of the
- * events over HTTP, bench/RESULTS.md). From three quarters of the backstop
+ * database on a connection of its own, once the writer's commits have
+ * filled half the WAL's backstop, and syncs the database after the copy:
+ * SQLite syncs it only at a checkpoint that reaches the WAL's end, which
+ * would otherwise flush every page copied since the WAL began, with the
+ * writer held (restart). From three quarters of the backstop
  * it starts the WAL over itself, holding the writer only for a short last
  * copy (restart), so that under steady writes the backstop is not reached.
  * Left to the writer's connection, SQLite runs each checkpoint inside a
@@ -81,7 +78,6 @@ struct pgw_writer {
     int64_t checkpoint_pages;        /* a checkpoint each time commits add these */
     bool checkpoint_wanted;          /* checkpoint_pages were added since the last one */
     bool wal_over_backstop;          /* the writer's connection is to checkpoint: stand aside */
-    bool flush_due;                  /* past half the backstop: checkpoints sync the database */
     int64_t wal_pages;               /* the WAL's pages after the last commit */
     int64_t wal_backfilled;          /* of them, copied into the database by the last checkpoint */
     int64_t restart_pages;           /* from these the checkpointer starts the WAL over (restart) */
@@ -93,14 +89,6 @@ struct pgw_writer {
 };
 
 #define PING_EVERY_S 1
-/* A checkpoint each time the commits add this many WAL pages (4 MiB): a
- * page copied again and again is copied once in that stretch, so fewer
- * checkpoints copy less (the checkpoint thread's CPU 8-9 us an event at
- * 128 connections against 14-16 with 256 pages, the same p99). Each
- * stretch left to the writer's backstop grew with it, and so its stall
- * (median 12-17 ms against 4.4 with 256 pages): restart keeps the backstop
- * from being reached. */
-#define CHECKPOINT_PAGES 2048
 /* By default the writer checkpoints itself only past this many WAL pages
  * (~80 MiB with 2 KiB pages). Restart needs room past its start, at three
  * quarters of these, for what commits add while it copies and syncs: at
@@ -114,6 +102,9 @@ struct pgw_writer {
  * frames are left to copy, or after this many copies and syncs. */
 #define RESTART_LEFT   256
 #define RESTART_PASSES 4
+/* A restart a reader's snapshot kept from the WAL's end is tried again
+ * after this many more pages: a few tries before the backstop. */
+#define RESTART_RETRY_PAGES(w) ((w)->backstop_pages / 16)
 
 /* Room for the batch being synced plus the one applied meanwhile. */
 #define PENDING_CAP(w) (2 * (w)->batch_max)
@@ -344,7 +335,6 @@ static void apply_batch(pgw_writer *w, size_t n)
     if (started_over)
         w->wal_backfilled = w->restart_retry_at = 0;
     w->wal_over_backstop = pages >= w->backstop_pages;
-    w->flush_due = pages >= w->backstop_pages / 2;
     w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= w->checkpoint_pages;
     w->applying = false;
     if (checkpoint_due(w) || w->hold_for_restart) /* also once the WAL started over */
@@ -575,7 +565,7 @@ static bool checkpoint_once(pgw_writer *w, bool flush)
  * each copying what came during the last, until little is left; only then
  * is the writer held, between two batches, for the last copy and its
  * sync. A reader's old snapshot can keep that copy from the WAL's end:
- * tried again CHECKPOINT_PAGES later. Called and returns with the lock.
+ * tried again RESTART_RETRY_PAGES(w) later. Called and returns with the lock.
  */
 static void restart(pgw_writer *w)
 {
@@ -593,7 +583,7 @@ static void restart(pgw_writer *w)
     pthread_cond_signal(&w->wake);
     w->stats.restarts += whole;
     w->stats.restart_hold_us_sum += (uint64_t)(pgw_monotonic_us() - started);
-    w->restart_retry_at = w->wal_pages + w->checkpoint_pages; /* started over: reset to 0 */
+    w->restart_retry_at = w->wal_pages + RESTART_RETRY_PAGES(w); /* started over: reset to 0 */
 }
 
 static void *checkpointer_main(void *arg)
@@ -616,7 +606,7 @@ static void *checkpointer_main(void *arg)
         if (restart_due(w))
             restart(w);
         else
-            checkpoint_once(w, w->flush_due);
+            checkpoint_once(w, true);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -702,9 +692,18 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     w->read_only = opts->read_only;
     w->backstop_pages =
         opts->wal_backstop_pages ? (int64_t)opts->wal_backstop_pages : CHECKPOINT_BACKSTOP_PAGES;
-    /* A few checkpoints between two of the writer's own, whatever the backstop. */
-    w->checkpoint_pages =
-        w->backstop_pages / 4 < CHECKPOINT_PAGES ? w->backstop_pages / 4 : CHECKPOINT_PAGES;
+    /*
+     * One checkpoint while the WAL fills, at its half, then restart at
+     * three quarters. A page a commit rewrites (the end of the log, a
+     * member's row) is copied once per checkpoint, however often it was
+     * written since the last: with a checkpoint each 2,048 pages (4 MiB)
+     * the checkpoint thread copied twice the pages, and purchases over
+     * HTTP were 15% fewer at 128 connections, p99 the same (8,192 pages
+     * 9%, bench/RESULTS.md, 2026-12-05). None before restart was 3%
+     * faster still, but its first copy, three quarters of the WAL, let
+     * the WAL reach the backstop, and the writer stopped to copy itself.
+     */
+    w->checkpoint_pages = w->backstop_pages / 2;
     w->restart_pages = w->backstop_pages * 3 / 4;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");
