@@ -67,7 +67,9 @@ typedef struct pgw_writer_options {
      * PGW_WRITER_BATCH_SQLITE or PGW_WRITER_BATCH_REMOTE. */
     size_t batch_max;
     /* SQLite: WAL pages past which the writer's connection checkpoints
-     * itself (writer.c); 0 means 40,000, else 64..PGW_WRITER_BACKSTOP_MAX. */
+     * itself (writer.c); 0 means 40,000, else 64..PGW_WRITER_BACKSTOP_MAX.
+     * The checkpoint thread copies the WAL at half of them and starts it
+     * over from three quarters. */
     size_t wal_backstop_pages;
     /* SQLite: the connection's page cache in KiB (pgw_store_set_cache_kib);
      * 0 keeps PGW_STORE_CACHE_KIB. */
