@@ -75,8 +75,7 @@ struct pgw_writer {
     pgw_store *checkpoint_store; /* its own connection */
     pthread_cond_t checkpoint_wake;
     int64_t backstop_pages;          /* past these the writer checkpoints itself */
-    int64_t checkpoint_pages;        /* a checkpoint each time commits add these */
-    bool checkpoint_wanted;          /* checkpoint_pages were added since the last one */
+    bool checkpoint_wanted;          /* CHECKPOINT_PAGES(w) were added since the last one */
     bool wal_over_backstop;          /* the writer's connection is to checkpoint: stand aside */
     int64_t wal_pages;               /* the WAL's pages after the last commit */
     int64_t wal_backfilled;          /* of them, copied into the database by the last checkpoint */
@@ -102,6 +101,18 @@ struct pgw_writer {
  * frames are left to copy, or after this many copies and syncs. */
 #define RESTART_LEFT   256
 #define RESTART_PASSES 4
+/*
+ * One checkpoint while the WAL fills, at its half, then restart at three
+ * quarters. A page a commit rewrites (the end of the log, a member's row)
+ * is copied once per checkpoint, however often it was written since the
+ * last: with a checkpoint each 2,048 pages (4 MiB) the checkpoint thread
+ * copied 1.7 times the pages, and at half purchases over HTTP were 15%
+ * more at 128 connections, p99 the same (bench/RESULTS.md, 2026-12-05).
+ * None before restart was 3% faster still, but its first copy, three
+ * quarters of the WAL, let the WAL reach the backstop, and the writer
+ * stopped to copy itself.
+ */
+#define CHECKPOINT_PAGES(w) ((w)->backstop_pages / 2)
 /* A restart a reader's snapshot kept from the WAL's end is tried again
  * after this many more pages: a few tries before the backstop. */
 #define RESTART_RETRY_PAGES(w) ((w)->backstop_pages / 16)
@@ -335,7 +346,7 @@ static void apply_batch(pgw_writer *w, size_t n)
     if (started_over)
         w->wal_backfilled = w->restart_retry_at = 0;
     w->wal_over_backstop = pages >= w->backstop_pages;
-    w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= w->checkpoint_pages;
+    w->checkpoint_wanted |= w->has_checkpointer && w->wal_pages_added >= CHECKPOINT_PAGES(w);
     w->applying = false;
     if (checkpoint_due(w) || w->hold_for_restart) /* also once the WAL started over */
         pthread_cond_signal(&w->checkpoint_wake);
@@ -692,18 +703,6 @@ int pgw_writer_start(const pgw_writer_options *opts, pgw_writer **out, pgw_err *
     w->read_only = opts->read_only;
     w->backstop_pages =
         opts->wal_backstop_pages ? (int64_t)opts->wal_backstop_pages : CHECKPOINT_BACKSTOP_PAGES;
-    /*
-     * One checkpoint while the WAL fills, at its half, then restart at
-     * three quarters. A page a commit rewrites (the end of the log, a
-     * member's row) is copied once per checkpoint, however often it was
-     * written since the last: with a checkpoint each 2,048 pages (4 MiB)
-     * the checkpoint thread copied twice the pages, and purchases over
-     * HTTP were 15% fewer at 128 connections, p99 the same (8,192 pages
-     * 9%, bench/RESULTS.md, 2026-12-05). None before restart was 3%
-     * faster still, but its first copy, three quarters of the WAL, let
-     * the WAL reach the backstop, and the writer stopped to copy itself.
-     */
-    w->checkpoint_pages = w->backstop_pages / 2;
     w->restart_pages = w->backstop_pages * 3 / 4;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     int rc = w->ring ? PGW_OK : pgw_err_set(err, PGW_ENOMEM, "out of memory");

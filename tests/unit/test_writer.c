@@ -29,14 +29,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static pgw_writer *start(const db_fixture *f, size_t queue_cap, size_t batch_max)
+/* backstop_pages: the WAL's (0: the default), which sets the checkpoints'. */
+static pgw_writer *start_with_backstop(const db_fixture *f, size_t queue_cap, size_t batch_max,
+                                       size_t backstop_pages)
 {
-    pgw_writer_options opts = {.db_url = f->url, .queue_cap = queue_cap, .batch_max = batch_max};
+    pgw_writer_options opts = {.db_url = f->url,
+                               .queue_cap = queue_cap,
+                               .batch_max = batch_max,
+                               .wal_backstop_pages = backstop_pages};
     pgw_writer *w = NULL;
     pgw_err err;
     if (pgw_writer_start(&opts, &w, &err) != PGW_OK)
         fail_msg("%s", err.msg);
     return w;
+}
+
+static pgw_writer *start(const db_fixture *f, size_t queue_cap, size_t batch_max)
+{
+    return start_with_backstop(f, queue_cap, batch_max, 0);
 }
 
 /* A purchase-like command: `n` transfers, fingerprint derived from `variant`. */
@@ -543,11 +553,7 @@ static void test_checkpoints_leave_the_writer(void **state)
 {
     db_fixture *f = *state;
     enum { BACKSTOP = 4000 };
-    pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 64, .batch_max = 16, .wal_backstop_pages = BACKSTOP};
-    pgw_writer *w = NULL;
-    pgw_err err;
-    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    pgw_writer *w = start_with_backstop(f, 64, 16, BACKSTOP);
     int64_t before = f->pg ? 0 : file_size(f->path);
     static pgw_command cmds[8];
     int n = commit_until_wal(w, 0, f->pg ? 0 : BACKSTOP / 2 + 100, cmds); /* PostgreSQL: 8 */
@@ -575,11 +581,7 @@ static void test_checkpoints_leave_the_writer(void **state)
  * backstop at `backstop` pages; then one, which syncs the database. */
 static void checkpoints_only_past(const db_fixture *f, int backstop, int64_t from)
 {
-    pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 64, .batch_max = 8, .wal_backstop_pages = (size_t)backstop};
-    pgw_writer *w = NULL;
-    pgw_err err;
-    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    pgw_writer *w = start_with_backstop(f, 64, 8, (size_t)backstop);
     static pgw_command cmds[8];
     /* A reader's snapshot keeps the WAL from starting over, as steady
      * writes do: a checkpoint here reaches the WAL's end between two
@@ -643,11 +645,7 @@ static void test_wal_starts_over_before_the_backstop(void **state)
     if (f->pg)
         skip(); /* SQLite's WAL */
     enum { BACKSTOP = 8000, IN_FLIGHT = 128 };
-    pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 256, .batch_max = 16, .wal_backstop_pages = BACKSTOP};
-    pgw_writer *w = NULL;
-    pgw_err err;
-    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    pgw_writer *w = start_with_backstop(f, 256, 16, BACKSTOP);
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[IN_FLIGHT];
     pgw_writer_stats stats = {0};
@@ -717,11 +715,7 @@ static void test_wal_bounded_on_a_slow_disk(void **state)
         skip(); /* SQLite's WAL */
     install_slow_disk();
     atomic_store(&slow_db_sync_ms, 50);
-    pgw_writer_options opts = {
-        .db_url = f->url, .queue_cap = 256, .batch_max = 64, .wal_backstop_pages = 500};
-    pgw_writer *w = NULL;
-    pgw_err err;
-    assert_int_equal(pgw_writer_start(&opts, &w, &err), PGW_OK);
+    pgw_writer *w = start_with_backstop(f, 256, 64, 500);
     counter c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     static pgw_command cmds[128];
     /* A number of commands, not a time: 3 s gave 766 under TSan beside
